@@ -1,0 +1,139 @@
+//! The application: shared state, the listener, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::KeyStore;
+use crate::config::Settings;
+use crate::storage::clickhouse::ClickHouse;
+use crate::storage::postgres::Postgres;
+use crate::storage::redis::Redis;
+
+/// Everything a handler needs; every field is a cheap handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings the application was built with.
+    pub settings: Arc<Settings>,
+    /// The analytics database.
+    pub clickhouse: ClickHouse,
+    /// Keys, business-critical events, audit log, scheduler state.
+    pub postgres: Postgres,
+    /// Optional shared cache and limits.
+    pub redis: Option<Redis>,
+    /// API key authentication.
+    pub keys: KeyStore,
+}
+
+impl AppState {
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let postgres = Postgres::connect_lazy(&settings.postgres)?;
+        let redis = settings
+            .redis
+            .url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+            .map(|url| Redis::new(url.expose()))
+            .transpose()?;
+        Ok(Self {
+            clickhouse: ClickHouse::new(&settings.clickhouse),
+            keys: KeyStore::new(postgres.pool().clone()),
+            postgres,
+            redis,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+/// A bound, not yet running, gateway.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port) and builds the state; connects lazily, so it
+    /// succeeds while dependencies are down.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        crate::http::metrics::handle();
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        Ok(Self {
+            listener,
+            state: AppState::new(settings)?,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token that stops the application when cancelled (as SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting connections and drains
+    /// in-flight requests for at most `server.shutdown_timeout_secs`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let drain_for = self.state.settings.server.shutdown_timeout();
+        let shutdown = self.shutdown.clone();
+        let router = crate::http::router(self.state.clone());
+        let server = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        tokio::select! {
+            result = &mut server => result.context("server failed")?,
+            () = shutdown.cancelled() => {
+                tracing::info!(drain_secs = drain_for.as_secs(), "shutting down: draining in-flight requests");
+                if tokio::time::timeout(drain_for, &mut server).await.is_err() {
+                    tracing::warn!("in-flight requests did not finish in time; closing them");
+                }
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot install the SIGTERM handler");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        token.cancel();
+    });
+}

@@ -1,0 +1,88 @@
+//! Authentication: who is calling. Access control (roles, policies, row filters) builds on the
+//! [`Principal`] produced here.
+
+pub mod keys;
+
+use std::collections::BTreeMap;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub use keys::{KeyLookup, KeyStore, NewKey};
+
+/// Roles a key can be given.
+pub const ROLES: &[&str] = &[
+    "admin",
+    "analyst",
+    "marketer",
+    "developer",
+    "support",
+    "service",
+    "ingest",
+];
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Principal {
+    pub key_id: Uuid,
+    pub name: String,
+    pub role: String,
+    /// Free attributes (claims) used by row filters, e.g. `developer_id`.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The credential presented by a request, if any.
+fn presented_key(parts: &Parts) -> Option<&str> {
+    if let Some(value) = parts.headers.get(AUTHORIZATION) {
+        let value = value.to_str().ok()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(key) = presented_key(parts) else {
+            return Err(ApiError::unauthorized(
+                "missing_credentials",
+                "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            ));
+        };
+        match state.keys.authenticate(key).await {
+            Ok(KeyLookup::Active(principal)) => Ok(principal),
+            Ok(KeyLookup::Revoked) => Err(ApiError::unauthorized(
+                "revoked_api_key",
+                "this API key has been revoked",
+            )),
+            Ok(KeyLookup::Unknown) => Err(ApiError::unauthorized(
+                "invalid_api_key",
+                "the API key is not valid",
+            )),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "key lookup failed");
+                Err(ApiError::Unavailable {
+                    code: "auth_unavailable",
+                    message: "credentials cannot be checked right now; retry shortly".into(),
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The `chgate` command line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::app::{cancel_on_signal, Application};
+use crate::auth::keys::KeyRecord;
+use crate::auth::KeyStore;
+use crate::config::Settings;
+use crate::storage::postgres::Postgres;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chgate",
+    version,
+    about = "SQL-first analytics gateway over ClickHouse"
+)]
+pub struct Cli {
+    /// TOML settings file (default: ./chgate.toml when present).
+    #[arg(long, global = true, env = "CHGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Apply pending migrations first instead of refusing to start.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending ClickHouse and Postgres migrations.
+    Migrate {
+        /// Only list pending migrations; exit 1 if there are any.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the secret is printed once, alone on the last line of stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// One of admin, analyst, marketer, developer, support, service, ingest.
+        #[arg(long)]
+        role: String,
+        /// Attribute (claim) for row filters, as key=value; repeatable.
+        #[arg(long = "attr", value_parser = parse_attr)]
+        attrs: Vec<(String, String)>,
+    },
+    /// List keys (active only unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id or name.
+    Revoke { key: String },
+}
+
+fn parse_attr(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {raw:?}")),
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Version = cli.command {
+        return write_out(&format!("chgate {}", env!("CARGO_PKG_VERSION")));
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    crate::telemetry::init(&settings.telemetry);
+    match cli.command {
+        Command::Version => Ok(()),
+        Command::Serve { migrate } => serve(settings, migrate).await,
+        Command::Migrate { status } => migrate(settings, status).await,
+        Command::Keys { command } => keys(settings, command).await,
+    }
+}
+
+/// Prints a failed command's error chain to standard error.
+pub fn report_error(err: &anyhow::Error) {
+    let _ = writeln!(std::io::stderr(), "error: {err:#}");
+}
+
+fn write_out(text: &str) -> anyhow::Result<()> {
+    writeln!(std::io::stdout(), "{text}").context("cannot write to stdout")
+}
+
+async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<()> {
+    if migrate {
+        crate::migrate::run(&settings).await?;
+    } else {
+        let pending = crate::migrate::pending(&settings).await?;
+        if !pending.is_empty() {
+            bail!(
+                "the databases have pending migrations (ClickHouse: [{}], Postgres: [{}]); \
+                 run `chgate migrate` or start with `chgate serve --migrate`",
+                pending.clickhouse.join(", "),
+                pending.postgres.join(", ")
+            );
+        }
+    }
+    let app = Application::build(settings).await?;
+    tracing::info!(listen = %app.local_addr()?, version = env!("CARGO_PKG_VERSION"), "chgate listening");
+    cancel_on_signal(app.shutdown_token());
+    app.run_until_stopped().await
+}
+
+async fn migrate(settings: Settings, status: bool) -> anyhow::Result<()> {
+    if status {
+        let pending = crate::migrate::pending(&settings).await?;
+        for name in &pending.clickhouse {
+            write_out(&format!("pending clickhouse {name}"))?;
+        }
+        for name in &pending.postgres {
+            write_out(&format!("pending postgres {name}"))?;
+        }
+        if !pending.is_empty() {
+            bail!("there are pending migrations");
+        }
+        return write_out("up to date");
+    }
+    let report = crate::migrate::run(&settings).await?;
+    for name in &report.clickhouse_applied {
+        write_out(&format!("applied clickhouse {name}"))?;
+    }
+    for name in &report.postgres_applied {
+        write_out(&format!("applied postgres {name}"))?;
+    }
+    write_out(&format!(
+        "migrations up to date (ClickHouse database {}, {} applied now; Postgres {} applied now)",
+        settings.clickhouse.database,
+        report.clickhouse_applied.len(),
+        report.postgres_applied.len()
+    ))
+}
+
+async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let postgres = Postgres::connect_lazy(&settings.postgres)?;
+    let store = KeyStore::new(postgres.pool().clone());
+    match command {
+        KeysCommand::Create { name, role, attrs } => {
+            let attributes: BTreeMap<String, String> = attrs.into_iter().collect();
+            let key = store.create(&name, &role, attributes).await?;
+            write_out(&format!(
+                "created key {} name={} role={} (the secret below is shown only once)",
+                key.record.id, key.record.name, key.record.role
+            ))?;
+            write_out(&key.secret)
+        }
+        KeysCommand::List { all, json } => {
+            let records = store.list(all).await?;
+            if json {
+                for record in &records {
+                    write_out(&serde_json::to_string(record)?)?;
+                }
+                return Ok(());
+            }
+            write_out(&format!(
+                "{:<36}  {:<24}  {:<10}  {:<12}  {:<20}  {}",
+                "ID", "NAME", "ROLE", "PREFIX", "CREATED", "STATUS"
+            ))?;
+            for record in &records {
+                write_out(&format_record(record))?;
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { key } => {
+            let record = store.revoke(&key).await?;
+            write_out(&format!("revoked key {} name={}", record.id, record.name))
+        }
+    }
+}
+
+fn format_record(record: &KeyRecord) -> String {
+    let status = match record.revoked_at {
+        Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M:%S")),
+        None => "active".to_string(),
+    };
+    format!(
+        "{:<36}  {:<24}  {:<10}  {:<12}  {:<20}  {}",
+        record.id,
+        record.name,
+        record.role,
+        record.key_prefix,
+        record.created_at.format("%Y-%m-%d %H:%M:%S"),
+        status
+    )
+}

@@ -1,0 +1,231 @@
+//! Settings: one TOML file, every key overridable by `CHGATE__SECTION__KEY` environment variables.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file, `DATABASE_URL` / `REDIS_URL`,
+//! `CHGATE__…` variables. Unknown keys anywhere are an error, so a typo never goes unnoticed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// File read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG_FILE: &str = "chgate.toml";
+
+/// All settings of the gateway.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub clickhouse: ClickHouseSettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address of the REST API listener.
+    pub listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout_secs: u64,
+    /// Upper bound for a single request (queries set their own, lower, limits).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout_secs: 30,
+            request_timeout_secs: 300,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseSettings {
+    /// HTTP interface of the ClickHouse server or cluster.
+    pub url: String,
+    /// Database holding the analytics tables; created by `chgate migrate`.
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+    /// Compression of the native HTTP transport between chgate and ClickHouse.
+    pub compression: Compression,
+    /// Timeout of health probes against ClickHouse.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "analytics".into(),
+            user: "default".into(),
+            password: Secret::default(),
+            compression: Compression::Lz4,
+            probe_timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// Connection URL; `DATABASE_URL` sets it too. May contain a password, so it is never logged.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// Create the database named in the URL when `chgate migrate` finds it missing.
+    pub create_database: bool,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/chgate"),
+            max_connections: 16,
+            create_database: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Optional; without it, features that use Redis fall back to in-process state.
+    pub url: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when standard error is not a terminal, pretty otherwise.
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// `tracing` filter directives, e.g. `info` or `chgate=debug,tower_http=info`.
+    pub level: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A string that never appears in logs or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value itself; call only where it is handed to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+impl Settings {
+    /// Loads settings from `file` (or `./chgate.toml` when present) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file, std::env::vars()).and_then(Self::extract)
+    }
+
+    /// Same as [`Settings::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::figment(file, env).and_then(Self::extract)
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    fn figment(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (var, key) in [("DATABASE_URL", "postgres.url"), ("REDIS_URL", "redis.url")] {
+            if let Some((_, value)) = env.iter().find(|(k, v)| k == var && !v.is_empty()) {
+                figment = figment.merge(Serialized::global(key, value));
+            }
+        }
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("CHGATE__") else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            // Parsed like figment's own `Env` provider: numbers and booleans become typed values.
+            let value: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value));
+            figment = figment.merge(Serialized::globals(figment::util::nest(&key, value)));
+        }
+        Ok(figment)
+    }
+}

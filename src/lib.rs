@@ -1,0 +1,14 @@
+//! chgate: a SQL-first analytics gateway over ClickHouse.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod migrate;
+pub mod storage;
+pub mod telemetry;
+
+pub use app::{AppState, Application};
+pub use config::Settings;

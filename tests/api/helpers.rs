@@ -1,0 +1,236 @@
+//! Test harness: each test gets its own migrated ClickHouse database and Postgres database, and a
+//! real `Application` on port 0. Both databases are dropped when the `TestApp` is dropped, even when
+//! the test panics.
+
+use std::net::SocketAddr;
+use std::process::Output;
+
+use chgate::config::{Secret, Settings};
+use chgate::Application;
+use tokio_util::sync::CancellationToken;
+
+/// Prefix of every database a test creates; `scripts/test` removes leftovers with it.
+pub const TEST_DB_PREFIX: &str = "chgate_t_";
+
+pub fn clickhouse_url() -> String {
+    std::env::var("CHGATE__CLICKHOUSE__URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `base` with its database (path) replaced by `database`.
+pub fn with_database(base: &str, database: &str) -> String {
+    let mut url = url::Url::parse(base).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+/// Settings pointing at fresh, uniquely named databases (not yet created).
+pub fn test_settings() -> Settings {
+    let name = format!(
+        "{TEST_DB_PREFIX}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let mut settings = Settings::default();
+    settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.shutdown_timeout_secs = 5;
+    settings.clickhouse.url = clickhouse_url();
+    settings.clickhouse.database = name.clone();
+    settings.postgres.url = Secret::new(with_database(&postgres_admin_url(), &name));
+    settings.postgres.max_connections = 4;
+    settings.redis.url = Some(Secret::new(redis_url()));
+    settings.telemetry.level = "warn".into();
+    settings
+}
+
+/// Owns a test's databases; drops them when dropped.
+pub struct TestDatabases {
+    pub settings: Settings,
+}
+
+impl TestDatabases {
+    /// Creates and migrates fresh databases.
+    pub async fn migrated() -> Self {
+        let databases = Self {
+            settings: test_settings(),
+        };
+        chgate::migrate::run(&databases.settings)
+            .await
+            .expect("migrations apply to a fresh database");
+        databases
+    }
+
+    /// Fresh names, nothing created yet (dropping still cleans whatever the test created).
+    pub fn unmigrated() -> Self {
+        Self {
+            settings: test_settings(),
+        }
+    }
+}
+
+impl Drop for TestDatabases {
+    fn drop(&mut self) {
+        let clickhouse_database = self.settings.clickhouse.database.clone();
+        // The server's URL, not the settings' (a test may point those at a closed port).
+        let clickhouse_url = clickhouse_url();
+        // A separate thread with its own runtime: Drop may run inside (or outside) a runtime.
+        let joined = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let client = clickhouse::Client::default().with_url(&clickhouse_url);
+                if let Err(err) = client
+                    .query_raw(&format!(
+                        "DROP DATABASE IF EXISTS `{clickhouse_database}` SYNC"
+                    ))
+                    .execute()
+                    .await
+                {
+                    eprintln!("cannot drop test database {clickhouse_database}: {err}");
+                }
+                if let Ok(pool) = sqlx::PgPool::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(&format!(
+                        "DROP DATABASE IF EXISTS \"{clickhouse_database}\" WITH (FORCE)"
+                    ))
+                    .execute(&pool)
+                    .await;
+                }
+            });
+        })
+        .join();
+        let _ = joined;
+    }
+}
+
+/// A running gateway.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Last, so the server is asked to stop before its databases disappear.
+    pub databases: TestDatabases,
+}
+
+impl TestApp {
+    /// Starts the gateway over freshly migrated databases.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the gateway over freshly migrated databases, with settings adjusted by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let mut databases = TestDatabases::migrated().await;
+        adjust(&mut databases.settings);
+        Self::start(databases).await
+    }
+
+    pub async fn start(databases: TestDatabases) -> Self {
+        chgate::telemetry::init(&databases.settings.telemetry);
+        let app = Application::build(databases.settings.clone())
+            .await
+            .expect("application builds");
+        let address = format!("http://{}", app.local_addr().expect("bound"));
+        let shutdown = app.shutdown_token();
+        let server = tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            shutdown,
+            server: Some(server),
+            databases,
+        }
+    }
+
+    /// Cancels the server as SIGTERM does; true if it returned `Ok` within `within`.
+    pub async fn stop(&mut self, within: std::time::Duration) -> bool {
+        self.shutdown.cancel();
+        let Some(server) = self.server.take() else {
+            return false;
+        };
+        matches!(tokio::time::timeout(within, server).await, Ok(Ok(Ok(()))))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.databases.settings
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request is sent")
+    }
+
+    /// Creates an API key through the library, as `chgate keys create` does.
+    pub async fn create_key(&self, role: &str) -> String {
+        let store = chgate::auth::KeyStore::new(
+            sqlx::PgPool::connect(self.settings().postgres.url.expose())
+                .await
+                .expect("postgres connects"),
+        );
+        store
+            .create(
+                &format!("test-{}", uuid::Uuid::new_v4()),
+                role,
+                Default::default(),
+            )
+            .await
+            .expect("key is created")
+            .secret
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs the `chgate` binary with `args` and extra environment variables.
+pub fn run_cli(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chgate"));
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.env("CHGATE__TELEMETRY__LEVEL", "warn");
+    command.output().expect("chgate runs")
+}
+
+/// Environment variables that point the CLI at `settings`' databases.
+pub fn cli_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    vec![
+        ("CHGATE__CLICKHOUSE__URL", settings.clickhouse.url.clone()),
+        (
+            "CHGATE__CLICKHOUSE__DATABASE",
+            settings.clickhouse.database.clone(),
+        ),
+        ("DATABASE_URL", settings.postgres.url.expose().to_string()),
+        ("REDIS_URL", redis_url()),
+    ]
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,135 @@
+use std::time::{Duration, Instant};
+
+use crate::helpers::{cli_env, run_cli, stderr, stdout, TestApp};
+
+#[tokio::test]
+async fn a_created_key_authenticates_and_is_refused_within_five_seconds_of_revocation() {
+    let app = TestApp::spawn().await;
+    let env = cli_env(app.settings());
+
+    let created = run_cli(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "dash",
+            "--role",
+            "analyst",
+            "--attr",
+            "tenant_id=7",
+        ],
+        &env,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let key = stdout(&created).lines().last().unwrap().to_string();
+    assert!(key.starts_with("chg_"), "{key}");
+
+    let whoami = app
+        .client
+        .get(app.url("/v1/whoami"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whoami.status(), 200);
+    let principal: serde_json::Value = whoami.json().await.unwrap();
+    assert_eq!(principal["name"], "dash");
+    assert_eq!(principal["role"], "analyst");
+    assert_eq!(principal["attributes"]["tenant_id"], "7");
+
+    let revoked = run_cli(&["keys", "revoke", "dash"], &env);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let started = Instant::now();
+    loop {
+        let response = app
+            .client
+            .get(app.url("/v1/whoami"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 401 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "revoked_api_key");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still accepted after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_x_api_key_header_authenticates_too() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("service").await;
+
+    let response = app
+        .client
+        .get(app.url("/v1/whoami"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn missing_and_unknown_keys_get_401_with_distinct_codes() {
+    let app = TestApp::spawn().await;
+
+    let missing = app.get("/v1/whoami").await;
+    let unknown = app
+        .client
+        .get(app.url("/v1/whoami"))
+        .bearer_auth("chg_0000000000000000000000000000000000000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(missing.status(), 401);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_credentials");
+    assert_eq!(unknown.status(), 401);
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+}
+
+#[tokio::test]
+async fn keys_list_shows_keys_without_their_secrets() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("marketer").await;
+    let env = cli_env(app.settings());
+
+    let listed = run_cli(&["keys", "list"], &env);
+
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(text.contains("marketer"), "{text}");
+    assert!(
+        text.contains(&key[..12]),
+        "the prefix identifies the key: {text}"
+    );
+    assert!(!text.contains(&key), "the secret is never listed");
+}
+
+#[tokio::test]
+async fn creating_a_key_with_an_unknown_role_fails_naming_the_roles() {
+    let app = TestApp::spawn().await;
+
+    let created = run_cli(
+        &["keys", "create", "--name", "x", "--role", "superuser"],
+        &cli_env(app.settings()),
+    );
+
+    assert!(!created.status.success());
+    assert!(
+        stderr(&created).contains("unknown role \"superuser\""),
+        "{}",
+        stderr(&created)
+    );
+    assert!(stderr(&created).contains("analyst"));
+}

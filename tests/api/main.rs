@@ -1,0 +1,14 @@
+//! Integration tests: the real application against real ClickHouse, Postgres and Redis.
+//! One binary (modules below) keeps link time down.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "test code: a failed expectation is a failed test"
+)]
+
+mod health;
+mod helpers;
+mod keys;
+mod migrations;
+mod settings;
