@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyStore;
 use crate::config::Settings;
+use crate::ingest::{Pipeline, Workers};
 use crate::storage::clickhouse::ClickHouse;
 use crate::storage::postgres::Postgres;
 use crate::storage::redis::Redis;
@@ -26,10 +27,13 @@ pub struct AppState {
     pub redis: Option<Redis>,
     /// API key authentication.
     pub keys: KeyStore,
+    /// Event ingestion.
+    pub pipeline: Pipeline,
 }
 
 impl AppState {
-    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+    /// Builds the state and starts the ingestion workers (on the current runtime).
+    pub fn new(settings: Settings) -> anyhow::Result<(Self, Workers)> {
         let postgres = Postgres::connect_lazy(&settings.postgres)?;
         let redis = settings
             .redis
@@ -38,13 +42,21 @@ impl AppState {
             .filter(|url| !url.is_empty())
             .map(|url| Redis::new(url.expose()))
             .transpose()?;
-        Ok(Self {
-            clickhouse: ClickHouse::new(&settings.clickhouse),
+        let clickhouse = ClickHouse::new(&settings.clickhouse);
+        let (pipeline, workers) = Pipeline::start(
+            &settings,
+            clickhouse.client().clone(),
+            postgres.pool().clone(),
+        )?;
+        let state = Self {
+            clickhouse,
             keys: KeyStore::new(postgres.pool().clone()),
             postgres,
             redis,
+            pipeline,
             settings: Arc::new(settings),
-        })
+        };
+        Ok((state, workers))
     }
 }
 
@@ -52,6 +64,7 @@ impl AppState {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    workers: Workers,
     shutdown: CancellationToken,
 }
 
@@ -63,9 +76,11 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let (state, workers) = AppState::new(settings)?;
         Ok(Self {
             listener,
-            state: AppState::new(settings)?,
+            state,
+            workers,
             shutdown: CancellationToken::new(),
         })
     }
@@ -83,8 +98,8 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then stops accepting connections and drains
-    /// in-flight requests for at most `server.shutdown_timeout_secs`.
+    /// Serves until the shutdown token is cancelled, then stops accepting connections, drains
+    /// in-flight requests and flushes pending writes, each for at most `server.shutdown_timeout_secs`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let drain_for = self.state.settings.server.shutdown_timeout();
         let shutdown = self.shutdown.clone();
@@ -104,6 +119,7 @@ impl Application {
                 }
             }
         }
+        self.workers.shutdown(drain_for).await;
         tracing::info!("stopped");
         Ok(())
     }

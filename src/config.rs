@@ -24,6 +24,9 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
     pub telemetry: TelemetrySettings,
+    pub ingest: IngestSettings,
+    pub geoip: GeoIpSettings,
+    pub privacy: PrivacySettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,6 +140,155 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             level: "info".into(),
+        }
+    }
+}
+
+/// What happens to top-level fields of an event that the model does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownFields {
+    /// Moved into `properties` under the same key (unless a property of that name exists).
+    Keep,
+    /// The event is rejected, naming the field.
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Largest accepted request body (after decompression); larger → 413.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_batch_events: usize,
+    /// Largest serialized `properties` object of one event.
+    pub max_properties_bytes: usize,
+    /// Live traffic: oldest accepted timestamp, relative to receive time (`chgate import` has no limit).
+    pub max_past_secs: u64,
+    /// Live traffic: how far in the future a timestamp may be (clock skew).
+    pub max_future_secs: u64,
+    pub unknown_fields: UnknownFields,
+    /// Events also written, normalized, to Postgres.
+    pub critical_events: Vec<String>,
+    /// Currency assumed for revenue events that name none.
+    pub default_currency: String,
+    /// Drop events flagged as bots instead of storing them flagged.
+    pub drop_bots: bool,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed (CIDR list).
+    pub trusted_proxies: Vec<String>,
+    /// Client addresses whose events are flagged as bots (CIDR list).
+    pub bot_networks: Vec<String>,
+    /// Write-ahead log: `on` makes every acknowledged event durable before the 2xx.
+    pub wal: WalMode,
+    pub wal_dir: PathBuf,
+    /// Largest total size of retained WAL segments; beyond it ingestion answers 503.
+    pub wal_max_bytes: u64,
+    /// A segment is sealed after this many bytes or seconds.
+    pub wal_segment_bytes: u64,
+    pub wal_segment_secs: u64,
+    /// Events held in memory between acknowledgement and ClickHouse; beyond it → 503.
+    pub queue_events: usize,
+    /// The writer inserts when this many rows are pending or `flush_interval_ms` passed.
+    pub flush_rows: usize,
+    pub flush_interval_ms: u64,
+    /// Table the writer inserts into (the Buffer table in front of `events`).
+    pub table: String,
+    /// The Buffer table's `max_time`: rows inserted are in `events` at most this long after.
+    pub buffer_flush_secs: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_batch_events: 10_000,
+            max_properties_bytes: 32 * 1024,
+            max_past_secs: 30 * 24 * 3600,
+            max_future_secs: 600,
+            unknown_fields: UnknownFields::Keep,
+            critical_events: vec!["signup".into(), "purchase".into(), "refund".into()],
+            default_currency: "USD".into(),
+            drop_bots: false,
+            trusted_proxies: Vec::new(),
+            bot_networks: Vec::new(),
+            wal: WalMode::On,
+            wal_dir: PathBuf::from("data/wal"),
+            wal_max_bytes: 2 * 1024 * 1024 * 1024,
+            wal_segment_bytes: 32 * 1024 * 1024,
+            wal_segment_secs: 2,
+            queue_events: 500_000,
+            flush_rows: 50_000,
+            flush_interval_ms: 250,
+            table: "events_buffer".into(),
+            buffer_flush_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalMode {
+    On,
+    /// Faster, but events acknowledged and not yet in ClickHouse are lost on a crash.
+    Off,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpSettings {
+    /// A MaxMind-format `.mmdb` (GeoIP2/GeoLite2 City or Country, or ip-location-db country).
+    /// Unset: events get no geography.
+    pub path: Option<PathBuf>,
+}
+
+/// What to do with a property that holds personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiAction {
+    /// Removed from the event.
+    Drop,
+    /// Replaced by a salted HMAC-SHA256 (stable, so still countable and joinable).
+    Hash,
+    /// Replaced by a masked form that keeps a hint (`i***@example.com`).
+    Mask,
+    /// Stored as sent.
+    Keep,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// Store IPv4 addresses truncated to /24 and IPv6 to /48 (152-FZ); `false` stores them whole.
+    pub truncate_ip: bool,
+    /// Key of the HMAC used by `hash` rules and user id pseudonymization. Never logged.
+    pub salt: Secret,
+    /// Rules per property key (case-insensitive), e.g. `{ email = "hash", phone = "mask" }`.
+    pub properties: std::collections::BTreeMap<String, PiiAction>,
+    /// Applied to e-mails, phone numbers and card numbers found in other string properties.
+    pub detected: PiiAction,
+    /// Replace `user_id` by its salted HMAC before storage.
+    pub pseudonymize_user_id: bool,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self {
+            truncate_ip: true,
+            salt: Secret::default(),
+            properties: [
+                ("email", PiiAction::Hash),
+                ("phone", PiiAction::Mask),
+                ("name", PiiAction::Drop),
+                ("first_name", PiiAction::Drop),
+                ("last_name", PiiAction::Drop),
+                ("address", PiiAction::Drop),
+                ("passport", PiiAction::Drop),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            detected: PiiAction::Mask,
+            pseudonymize_user_id: false,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod migrate;
 pub mod storage;
 pub mod telemetry;

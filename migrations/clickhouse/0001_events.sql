@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS ${database}.events
     utm_campaign    LowCardinality(String),
     utm_term        String,
     utm_content     String,
+    -- Write-ahead-log segment the row came from; lets the gateway verify a segment is stored
+    -- before it deletes the segment (0 when the WAL is off).
+    ingest_segment  UInt64,
+    INDEX idx_ingest_segment ingest_segment TYPE minmax GRANULARITY 1,
     INDEX idx_user_id user_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_developer_id developer_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_item_id item_id TYPE bloom_filter(0.01) GRANULARITY 4,

@@ -37,35 +37,48 @@ pub struct Principal {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// The credential presented by a request, if any.
-fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(value) = parts.headers.get(AUTHORIZATION) {
+/// The credential presented by a request, if any: `Authorization: Bearer <key>`,
+/// `Authorization: Basic` (the password, or the user name when the password is empty, as
+/// Segment-style SDKs send their write key), or `X-API-Key`.
+pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
         let value = value.to_str().ok()?.trim();
         let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
+        let token = token.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Some(token.to_string()).filter(|t| !t.is_empty());
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(token)
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
+            let key = if password.is_empty() { user } else { password };
+            return Some(key.to_string()).filter(|k| !k.is_empty());
+        }
+        return None;
     }
-    parts
-        .headers
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(key) = presented_key(parts) else {
+        let Some(key) = presented_key(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing_credentials",
                 "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             ));
         };
-        match state.keys.authenticate(key).await {
+        match state.keys.authenticate(&key).await {
             Ok(KeyLookup::Active(principal)) => Ok(principal),
             Ok(KeyLookup::Revoked) => Err(ApiError::unauthorized(
                 "revoked_api_key",

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ingest::http as ingest;
 
 /// Builds the REST API router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -27,6 +28,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/whoami", get(health::whoami))
+        .route("/v1/events", post(ingest::events))
+        .route("/v1/batch", post(ingest::segment_batch))
+        .route("/v1/track", post(ingest::segment_track))
+        .route("/v1/page", post(ingest::segment_page))
+        .route("/v1/screen", post(ingest::segment_screen))
+        .route("/v1/identify", post(ingest::segment_identify))
+        .route("/v1/group", post(ingest::segment_group))
+        .route("/v1/alias", post(ingest::segment_alias))
         .route_layer(middleware::from_fn(tag_route))
         .fallback(not_found)
         .layer(CatchPanicLayer::custom(panic_response))

@@ -47,7 +47,18 @@ pub fn test_settings() -> Settings {
     settings.postgres.max_connections = 4;
     settings.redis.url = Some(Secret::new(redis_url()));
     settings.telemetry.level = "warn".into();
+    settings.ingest.wal_dir = std::env::temp_dir().join(format!("chgate-test-wal-{name}"));
+    settings.ingest.flush_interval_ms = 50;
+    settings.ingest.buffer_flush_secs = 1;
+    settings.geoip.path = geoip_file();
     settings
+}
+
+/// The GeoIP database `scripts/test` fetched, if any.
+pub fn geoip_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("CHGATE_TEST_GEOIP")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
 }
 
 /// Owns a test's databases; drops them when dropped.
@@ -77,6 +88,7 @@ impl TestDatabases {
 
 impl Drop for TestDatabases {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.settings.ingest.wal_dir);
         let clickhouse_database = self.settings.clickhouse.database.clone();
         // The server's URL, not the settings' (a test may point those at a closed port).
         let clickhouse_url = clickhouse_url();
@@ -233,4 +245,36 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+impl TestApp {
+    /// A ClickHouse client on this test's database.
+    pub fn clickhouse(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(clickhouse_url())
+            .with_database(&self.settings().clickhouse.database)
+    }
+
+    /// A pool on this test's Postgres database.
+    pub async fn postgres(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(self.settings().postgres.url.expose())
+            .await
+            .expect("postgres connects")
+    }
+
+    /// Posts JSON to `path` with `key`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request is sent")
+    }
 }

@@ -9,6 +9,7 @@
 
 mod health;
 mod helpers;
+mod ingest;
 mod keys;
 mod migrations;
 mod settings;

@@ -1,0 +1,459 @@
+//! HTTP endpoints of ingestion: native `POST /v1/events` and the Segment-compatible tracking API.
+
+use std::io::Read;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::enrich::{net, RequestFacts};
+use super::model::{Rejection, Rules};
+use super::{segment, Backpressure, BatchResult, RejectedEvent};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// Roles that may send events.
+pub const INGEST_ROLES: &[&str] = &["ingest", "service", "admin"];
+/// Roles whose keys are server-side and trusted to state `context.ip`.
+pub const TRUSTED_ROLES: &[&str] = &["service", "admin"];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct IngestQuery {
+    /// Answer only after ClickHouse stored the events.
+    #[serde(default)]
+    wait: Option<String>,
+    /// `ndjson` to force newline-delimited parsing whatever the content type.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+impl IngestQuery {
+    fn wait(&self) -> Result<bool, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("wait: expected true or false, got {other:?}"),
+            )),
+        }
+    }
+}
+
+/// `POST /v1/events`: one event, a JSON array of events, or NDJSON.
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<IngestQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&principal)?;
+    let wait = query.wait()?;
+    let limit = state.pipeline.settings.max_body_bytes;
+    let bytes = read_body(body, &headers, limit).await?;
+    let ndjson = query.format.as_deref() == Some("ndjson") || is_ndjson(&headers);
+    let (values, mut parse_errors) = if ndjson {
+        parse_ndjson(&bytes)
+    } else {
+        (parse_json(&bytes)?, Vec::new())
+    };
+    check_batch_size(&state, values.len() + parse_errors.len())?;
+    let facts = facts(&state, peer, &headers);
+    let rules = rules(&state, &principal, facts.received_at_ms);
+    // NDJSON lines that failed to parse keep their positions in the response.
+    let (positions, values): (Vec<usize>, Vec<Value>) = values.into_iter().unzip();
+    let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
+    respond(
+        result.map(|mut r| {
+            for rejected in &mut r.rejected {
+                rejected.index = positions
+                    .get(rejected.index)
+                    .copied()
+                    .unwrap_or(rejected.index);
+            }
+            r.rejected.append(&mut parse_errors);
+            r.rejected.sort_by_key(|e| e.index);
+            r
+        }),
+        wait,
+    )
+}
+
+/// `POST /v1/batch`: a Segment batch `{batch: [...], context?, sentAt?}`.
+pub async fn segment_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<IngestQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&principal)?;
+    let bytes = read_body(body, &headers, state.pipeline.settings.max_body_bytes).await?;
+    let Value::Object(mut envelope) = parse_document(&bytes)? else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body: must be a JSON object with a `batch` array",
+        ));
+    };
+    let messages = match envelope.remove("batch") {
+        Some(Value::Array(items)) => items,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "batch: is required and must be an array",
+            ))
+        }
+    };
+    segment_ingest(
+        state, principal, peer, query, headers, messages, None, envelope,
+    )
+    .await
+}
+
+/// Handlers of the single-message calls, which take their type from the path.
+macro_rules! segment_calls {
+    ($($name:ident => $kind:literal),* $(,)?) => {$(
+        #[doc = concat!("`POST /v1/", $kind, "`: one Segment `", $kind, "` message.")]
+        pub async fn $name(
+            State(state): State<AppState>,
+            principal: Principal,
+            ConnectInfo(peer): ConnectInfo<SocketAddr>,
+            Query(query): Query<IngestQuery>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Result<Response, ApiError> {
+            segment_single($kind, state, principal, peer, query, headers, body).await
+        }
+    )*};
+}
+
+segment_calls!(
+    segment_track => "track",
+    segment_page => "page",
+    segment_screen => "screen",
+    segment_identify => "identify",
+    segment_group => "group",
+    segment_alias => "alias",
+);
+
+async fn segment_single(
+    kind: &'static str,
+    state: AppState,
+    principal: Principal,
+    peer: SocketAddr,
+    query: IngestQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&principal)?;
+    let bytes = read_body(body, &headers, state.pipeline.settings.max_body_bytes).await?;
+    let message = parse_document(&bytes)?;
+    segment_ingest(
+        state,
+        principal,
+        peer,
+        query,
+        headers,
+        vec![message],
+        Some(kind),
+        Map::new(),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn segment_ingest(
+    state: AppState,
+    principal: Principal,
+    peer: SocketAddr,
+    query: IngestQuery,
+    headers: HeaderMap,
+    messages: Vec<Value>,
+    kind: Option<&str>,
+    envelope: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    let wait = query.wait()?;
+    check_batch_size(&state, messages.len())?;
+    let facts = facts(&state, peer, &headers);
+    let rules = rules(&state, &principal, facts.received_at_ms);
+    let mut mapped = Vec::with_capacity(messages.len());
+    let mut positions = Vec::with_capacity(messages.len());
+    let mut rejected = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        match segment::to_native(message, kind, &envelope, facts.received_at_ms) {
+            Ok(native) => {
+                mapped.push(native);
+                positions.push(index);
+            }
+            Err(rejection) => rejected.push(to_rejected(index, rejection)),
+        }
+    }
+    let result = state
+        .pipeline
+        .ingest(mapped, &rules, &facts, wait)
+        .await
+        .map(|mut r| {
+            for entry in &mut r.rejected {
+                entry.index = positions.get(entry.index).copied().unwrap_or(entry.index);
+            }
+            r.rejected.append(&mut rejected);
+            r.rejected.sort_by_key(|e| e.index);
+            r
+        });
+    respond(result, wait)
+}
+
+fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
+    RejectedEvent {
+        index,
+        code: r.code,
+        field: r.field,
+        message: r.message,
+    }
+}
+
+fn authorize(principal: &Principal) -> Result<(), ApiError> {
+    if INGEST_ROLES.contains(&principal.role.as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "ingest_not_allowed",
+        format!(
+            "role {:?} may not send events (allowed: {})",
+            principal.role,
+            INGEST_ROLES.join(", ")
+        ),
+    ))
+}
+
+fn rules<'a>(state: &'a AppState, principal: &Principal, now_ms: i64) -> Rules<'a> {
+    Rules {
+        settings: &state.pipeline.settings,
+        now_ms,
+        enforce_window: true,
+        trust_context_ip: TRUSTED_ROLES.contains(&principal.role.as_str()),
+    }
+}
+
+fn facts(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> RequestFacts {
+    RequestFacts {
+        client_ip: Some(net::client_ip(
+            peer.ip(),
+            headers,
+            &state.pipeline.enricher.trusted_proxies,
+        )),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        received_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+fn check_batch_size(state: &AppState, events: usize) -> Result<(), ApiError> {
+    let max = state.pipeline.settings.max_batch_events;
+    if events > max {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!(
+                "the batch has {events} events; at most {max} are accepted per request"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn respond(result: Result<BatchResult, Backpressure>, wait: bool) -> Result<Response, ApiError> {
+    let (result, confirmed) = match result {
+        Ok(result) => (result, wait),
+        Err(Backpressure::WaitTimedOut) => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({
+                    "accepted": null,
+                    "confirmed": false,
+                    "message": Backpressure::WaitTimedOut.to_string(),
+                })),
+            )
+                .into_response())
+        }
+        Err(pressure) => {
+            let code = match &pressure {
+                Backpressure::Wal(super::wal::WalError::Full { .. }) => "wal_full",
+                Backpressure::Wal(_) => "wal_unavailable",
+                Backpressure::ShuttingDown => "shutting_down",
+                _ => "ingest_overloaded",
+            };
+            metrics::counter!("chgate_ingest_backpressure_total", "code" => code).increment(1);
+            return Err(ApiError::Unavailable {
+                code,
+                message: pressure.to_string(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            });
+        }
+    };
+    let status = if result.accepted == 0 && !result.rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else if confirmed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(result)).into_response())
+}
+
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|v| {
+            matches!(
+                v.as_str(),
+                "application/x-ndjson"
+                    | "application/ndjson"
+                    | "application/jsonl"
+                    | "application/x-jsonlines"
+            )
+        })
+}
+
+/// Reads the body, decompressing gzip, refusing more than `limit` bytes either way.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge {
+        message: format!("the request body exceeds {limit} bytes"),
+    };
+    let mut body = body;
+    let mut raw = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if raw.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            raw.extend_from_slice(data);
+        }
+    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "" | "identity" => Ok(raw),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(raw.as_slice())
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_body",
+                        format!("the body is not valid gzip: {e}"),
+                    )
+                })?;
+            if out.len() > limit {
+                return Err(too_large());
+            }
+            Ok(out)
+        }
+        other => Err(ApiError::bad_request(
+            "unsupported_encoding",
+            format!("Content-Encoding {other:?} is not supported; use gzip or none"),
+        )),
+    }
+}
+
+fn parse_document(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "body: invalid JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, Value)>, ApiError> {
+    match parse_document(bytes)? {
+        Value::Array(items) => Ok(items.into_iter().enumerate().collect()),
+        object @ Value::Object(_) => Ok(vec![(0, object)]),
+        other => Err(ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "body: must be an event object or an array of events, got {}",
+                super::model::type_name(&other)
+            ),
+        )),
+    }
+}
+
+/// One event per line; a line that is not JSON is rejected on its own, naming its line number.
+fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, Value)>, Vec<RejectedEvent>) {
+    let mut values = Vec::new();
+    let mut errors = Vec::new();
+    let mut index = 0;
+    for (line_number, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(value) => values.push((index, value)),
+            Err(e) => errors.push(RejectedEvent {
+                index,
+                code: "invalid_json",
+                field: String::new(),
+                message: format!(
+                    "line {}: invalid JSON at column {}: {e}",
+                    line_number + 1,
+                    e.column()
+                ),
+            }),
+        }
+        index += 1;
+    }
+    (values, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_skips_blank_lines_and_rejects_bad_ones_by_position() {
+        let (values, errors) = parse_ndjson(b"{\"a\":1}\n\n{oops\r\n{\"b\":2}\n");
+        assert_eq!(
+            values.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].index, 1);
+        assert!(
+            errors[0].message.starts_with("line 3:"),
+            "{}",
+            errors[0].message
+        );
+    }
+}

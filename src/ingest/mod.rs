@@ -1,0 +1,287 @@
+//! Ingestion: validate → enrich → write-ahead log → acknowledge → batch into ClickHouse's Buffer
+//! table (and mirror business-critical events to Postgres).
+
+pub mod enrich;
+pub mod http;
+pub mod model;
+pub mod postgres;
+pub mod row;
+pub mod segment;
+pub mod wal;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::enrich::{Enricher, Outcome, RequestFacts};
+use self::model::{Event, Rejection, Rules};
+use self::postgres::PgMirror;
+use self::wal::{Wal, WalBatch, WalError};
+use self::writer::{Pending, Target};
+use crate::config::{IngestSettings, Settings, WalMode};
+
+/// Why a batch could not be taken right now (the client should retry later).
+#[derive(Debug, thiserror::Error)]
+pub enum Backpressure {
+    #[error("the ingestion queue is full ({0} rows in flight); retry shortly")]
+    QueueFull(usize),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error(
+        "ClickHouse did not confirm the insert in time; the events are logged and will be stored"
+    )]
+    WaitTimedOut,
+}
+
+/// Outcome of one batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchResult {
+    pub accepted: usize,
+    pub rejected: Vec<RejectedEvent>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedEvent {
+    pub index: usize,
+    pub code: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+/// The ingestion pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub settings: Arc<IngestSettings>,
+    pub enricher: Enricher,
+    wal: Option<Wal>,
+    postgres: PgMirror,
+    queue: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// Background tasks of the pipeline, awaited at shutdown so pending rows are flushed.
+pub struct Workers {
+    writer: JoinHandle<()>,
+    closing: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    /// Stops accepting, flushes what is queued (bounded by `deadline`), then stops the helpers.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.closing.cancel();
+        if tokio::time::timeout(deadline, &mut self.writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the ClickHouse writer did not drain in time; the WAL keeps the rest");
+            self.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.writer).await;
+        }
+        self.stop.cancel();
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline and starts its writer, retirer and Postgres mirror.
+    pub fn start(
+        settings: &Settings,
+        clickhouse: clickhouse::Client,
+        pg: sqlx::PgPool,
+    ) -> anyhow::Result<(Self, Workers)> {
+        let ingest = &settings.ingest;
+        let stop = CancellationToken::new();
+        let closing = CancellationToken::new();
+        let (wal, spool) = match ingest.wal {
+            WalMode::On => {
+                let segment_age = Duration::from_secs(ingest.wal_segment_secs);
+                let wal = Wal::open(
+                    &ingest.wal_dir,
+                    ingest.wal_max_bytes,
+                    ingest.wal_segment_bytes,
+                    segment_age,
+                )?;
+                let spool = Wal::open(
+                    &ingest.wal_dir.join("postgres"),
+                    ingest.wal_max_bytes / 4,
+                    ingest.wal_segment_bytes,
+                    segment_age,
+                )?;
+                (Some(wal), Some(spool))
+            }
+            WalMode::Off => {
+                tracing::warn!("ingest.wal is off: acknowledged events not yet in ClickHouse are lost if the gateway crashes");
+                (None, None)
+            }
+        };
+        let target = Target {
+            client: clickhouse,
+            table: ingest.table.clone(),
+            destination: "events".into(),
+            users_table: "user_properties".into(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(writer::run_writer(
+            target.clone(),
+            rx,
+            wal.clone(),
+            ingest.flush_rows,
+            Duration::from_millis(ingest.flush_interval_ms),
+            closing.clone(),
+            stop.clone(),
+        ));
+        if let Some(wal) = &wal {
+            tokio::spawn(writer::run_retirer(
+                target,
+                wal.clone(),
+                Duration::from_secs(ingest.buffer_flush_secs),
+                stop.clone(),
+            ));
+        }
+        let postgres = PgMirror::start(pg, &ingest.critical_events, spool, stop.clone());
+        let pipeline = Self {
+            settings: Arc::new(ingest.clone()),
+            enricher: Enricher::new(settings)?,
+            wal,
+            postgres,
+            queue: Arc::new(Semaphore::new(ingest.queue_events)),
+            tx,
+        };
+        Ok((
+            pipeline,
+            Workers {
+                writer,
+                closing,
+                stop,
+            },
+        ))
+    }
+
+    /// Validates, enriches and stores a batch of native-shaped events.
+    /// Returns after the accepted events are durable (WAL) — or, with `wait`, stored in ClickHouse.
+    pub async fn ingest(
+        &self,
+        values: Vec<Value>,
+        rules: &Rules<'_>,
+        facts: &RequestFacts,
+        wait: bool,
+    ) -> Result<BatchResult, Backpressure> {
+        let mut rejected = Vec::new();
+        let mut events: Vec<Event> = Vec::with_capacity(values.len());
+        let mut indexes = Vec::with_capacity(values.len());
+        for (index, value) in values.into_iter().enumerate() {
+            match model::validate(value, rules) {
+                Ok(event) => {
+                    events.push(event);
+                    indexes.push(index);
+                }
+                Err(rejection) => rejected.push(reject(index, rejection)),
+            }
+        }
+        self.store(events, indexes, rejected, facts, wait).await
+    }
+
+    /// Enriches and stores validated events; `indexes` are their positions in the request.
+    pub async fn store(
+        &self,
+        events: Vec<Event>,
+        indexes: Vec<usize>,
+        mut rejected: Vec<RejectedEvent>,
+        facts: &RequestFacts,
+        wait: bool,
+    ) -> Result<BatchResult, Backpressure> {
+        let received = events.len() + rejected.len();
+        metrics::counter!("chgate_ingest_events_received_total").increment(received as u64);
+        let mut batch = WalBatch::default();
+        let mut critical = Vec::new();
+        for (outcome, index) in self.enricher.enrich(events, facts).into_iter().zip(indexes) {
+            match outcome {
+                Outcome::Stored(enriched) => {
+                    if self.postgres.is_critical(&enriched.row.event) {
+                        critical.push(enriched.row.clone());
+                    }
+                    batch.rows.push(enriched.row);
+                    batch.users.extend(enriched.user);
+                }
+                Outcome::Rejected(rejection) => rejected.push(reject(index, rejection)),
+                Outcome::Dropped(_) => {}
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        for r in &rejected {
+            metrics::counter!("chgate_ingest_events_rejected_total", "reason" => r.code)
+                .increment(1);
+        }
+        let accepted = received - rejected.len();
+        self.submit(batch, wait).await?;
+        self.postgres.submit(critical).await;
+        metrics::counter!("chgate_ingest_events_accepted_total").increment(accepted as u64);
+        Ok(BatchResult { accepted, rejected })
+    }
+
+    async fn submit(&self, mut batch: WalBatch, wait: bool) -> Result<(), Backpressure> {
+        let rows = batch.rows.len() + batch.users.len();
+        if rows == 0 {
+            return Ok(());
+        }
+        let permits = u32::try_from(rows)
+            .ok()
+            .and_then(|n| self.queue.clone().try_acquire_many_owned(n).ok())
+            .ok_or(Backpressure::QueueFull(
+                self.settings.queue_events - self.queue.available_permits(),
+            ))?;
+        let segment = match &self.wal {
+            Some(wal) => {
+                let payload = batch.encode().map_err(|e| WalError::Io(e.to_string()))?;
+                wal.append(payload, batch.rows.len() as u64).await?
+            }
+            None => 0,
+        };
+        for row in &mut batch.rows {
+            row.ingest_segment = segment;
+        }
+        let (done, confirmed) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.tx
+            .send(Pending {
+                segment,
+                batch,
+                permits: Some(permits),
+                done,
+            })
+            .map_err(|_| Backpressure::ShuttingDown)?;
+        if let Some(confirmed) = confirmed {
+            match tokio::time::timeout(Duration::from_secs(30), confirmed).await {
+                Ok(Ok(())) => {}
+                _ => return Err(Backpressure::WaitTimedOut),
+            }
+        }
+        Ok(())
+    }
+
+    /// Events currently held between acknowledgement and ClickHouse.
+    pub fn in_flight(&self) -> usize {
+        self.settings.queue_events - self.queue.available_permits()
+    }
+}
+
+fn reject(index: usize, rejection: Rejection) -> RejectedEvent {
+    RejectedEvent {
+        index,
+        code: rejection.code,
+        field: rejection.field,
+        message: rejection.message,
+    }
+}

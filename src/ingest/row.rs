@@ -1,0 +1,119 @@
+//! The row written to ClickHouse, in the column order of `events`.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One enriched event as stored in `events` (through the Buffer table).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct EventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub event_id: Uuid,
+    pub event: String,
+    /// DateTime64(3): milliseconds since the epoch.
+    pub timestamp: i64,
+    pub received_at: i64,
+    pub user_id: String,
+    pub anonymous_id: String,
+    pub actor_id: String,
+    pub session_id: String,
+    pub platform: String,
+    pub properties: String,
+    pub item_id: String,
+    pub developer_id: String,
+    pub revenue: f64,
+    pub currency: String,
+    pub operation: String,
+    pub status: String,
+    pub duration_ms: Option<f64>,
+    pub ip: String,
+    pub country: String,
+    pub region: String,
+    pub city: String,
+    pub locale: String,
+    pub user_agent: String,
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub os_version: String,
+    pub device_type: String,
+    pub device_model: String,
+    pub is_bot: u8,
+    pub app_version: String,
+    pub library: String,
+    pub page_url: String,
+    pub page_path: String,
+    pub page_title: String,
+    pub referrer: String,
+    pub referrer_host: String,
+    pub channel: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_term: String,
+    pub utm_content: String,
+    pub ingest_segment: u64,
+}
+
+/// Latest traits of a user, from `identify`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct UserPropertiesRow {
+    pub user_id: String,
+    pub traits: String,
+    pub updated_at: i64,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A row with every column set, for round-trip tests.
+    pub fn sample_row() -> EventRow {
+        EventRow {
+            event_id: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            event: "purchase".into(),
+            timestamp: 1_790_000_000_123,
+            received_at: 1_790_000_000_456,
+            user_id: "u1".into(),
+            anonymous_id: "a1".into(),
+            actor_id: "u1".into(),
+            session_id: "s1".into(),
+            platform: "web".into(),
+            properties: r#"{"amount":10.5}"#.into(),
+            item_id: "game-7".into(),
+            developer_id: "dev-1".into(),
+            revenue: 10.5,
+            currency: "USD".into(),
+            operation: String::new(),
+            status: String::new(),
+            duration_ms: Some(12.5),
+            ip: "77.88.8.0".into(),
+            country: "RU".into(),
+            region: String::new(),
+            city: String::new(),
+            locale: "ru-RU".into(),
+            user_agent: "ua".into(),
+            browser: "Chrome".into(),
+            browser_version: "131".into(),
+            os: "Windows 10".into(),
+            os_version: "NT 10.0".into(),
+            device_type: "desktop".into(),
+            device_model: String::new(),
+            is_bot: 0,
+            app_version: "1.2.3".into(),
+            library: "analytics.js".into(),
+            page_url: "https://shop.example/p".into(),
+            page_path: "/p".into(),
+            page_title: "P".into(),
+            referrer: String::new(),
+            referrer_host: String::new(),
+            channel: "direct".into(),
+            utm_source: String::new(),
+            utm_medium: String::new(),
+            utm_campaign: String::new(),
+            utm_term: String::new(),
+            utm_content: String::new(),
+            ingest_segment: 0,
+        }
+    }
+}

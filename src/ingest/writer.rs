@@ -1,0 +1,381 @@
+//! The ClickHouse writer and the WAL retirer.
+//!
+//! The writer is a single task per gateway that batches accepted rows and inserts them with the
+//! `clickhouse` crate's RowBinary inserter into the Buffer table, retrying with back-off while
+//! ClickHouse is unavailable. Memory is bounded by the pipeline's queue permits, which a batch holds
+//! until its insert succeeds.
+//!
+//! The retirer deletes WAL segments once ClickHouse holds all their rows in `events` (past the
+//! Buffer table, which loses its contents if the server crashes). It counts each sealed segment's
+//! rows by `ingest_segment`; when rows are missing and the count has not moved for longer than the
+//! Buffer's flush period, it re-inserts exactly the missing rows (those whose `event_id` ClickHouse
+//! does not have). Segments found at start-up are replayed the same way, so a crash of the gateway
+//! or of ClickHouse neither loses nor duplicates an acknowledged event.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clickhouse::Row;
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::row::{EventRow, UserPropertiesRow};
+use super::wal::{Wal, WalBatch};
+
+/// Rows on their way to ClickHouse.
+pub struct Pending {
+    pub segment: u64,
+    pub batch: WalBatch,
+    /// Queue capacity held until the rows are stored.
+    pub permits: Option<OwnedSemaphorePermit>,
+    /// Told when the rows are in ClickHouse (`?wait=true`).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// Where and how the writer inserts.
+#[derive(Clone)]
+pub struct Target {
+    pub client: clickhouse::Client,
+    /// Insert target, normally the Buffer table `events_buffer`.
+    pub table: String,
+    /// The table rows end up in (`events`), where the retirer verifies them.
+    pub destination: String,
+    pub users_table: String,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs until `closing` fires (or every sender is gone), then flushes what is queued. Retries stop
+/// when `stop` fires; rows not stored by then stay in the WAL for the next start.
+pub async fn run_writer(
+    target: Target,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    wal: Option<Wal>,
+    flush_rows: usize,
+    flush_interval: Duration,
+    closing: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut rows = 0usize;
+    let mut ticker = tokio::time::interval(flush_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = rx.recv() => match message {
+                Some(p) => {
+                    rows += p.batch.rows.len() + p.batch.users.len();
+                    pending.push(p);
+                    metrics::gauge!("chgate_ingest_queue_rows").set(rows as f64);
+                    if rows >= flush_rows {
+                        flush(&target, &mut pending, wal.as_ref(), &stop).await;
+                        rows = 0;
+                    }
+                }
+                None => break,
+            },
+            () = closing.cancelled() => {
+                rx.close();
+                while let Ok(p) = rx.try_recv() {
+                    pending.push(p);
+                }
+                break;
+            }
+            _ = ticker.tick() => {
+                if !pending.is_empty() {
+                    flush(&target, &mut pending, wal.as_ref(), &stop).await;
+                    rows = 0;
+                }
+            }
+        }
+        metrics::gauge!("chgate_ingest_queue_rows").set(rows as f64);
+    }
+    if !pending.is_empty() {
+        flush(&target, &mut pending, wal.as_ref(), &stop).await;
+    }
+    tracing::info!("ClickHouse writer stopped");
+}
+
+/// Inserts `pending`, retrying until it succeeds or `stop` fires (then the rows are left to the WAL).
+async fn flush(
+    target: &Target,
+    pending: &mut Vec<Pending>,
+    wal: Option<&Wal>,
+    stop: &CancellationToken,
+) {
+    let batches: Vec<&WalBatch> = pending.iter().map(|p| &p.batch).collect();
+    let events: usize = batches.iter().map(|b| b.rows.len()).sum();
+    let users: usize = batches.iter().map(|b| b.users.len()).sum();
+    let stored = retry("events", stop, || {
+        insert_rows(
+            target,
+            &target.table,
+            batches.iter().flat_map(|b| b.rows.iter()),
+            events,
+        )
+    })
+    .await
+        && retry("user properties", stop, || {
+            insert_users(target, batches.iter().flat_map(|b| b.users.iter()), users)
+        })
+        .await;
+    if !stored {
+        // Shutting down with ClickHouse unavailable: the WAL keeps these rows for the next start.
+        pending.clear();
+        return;
+    }
+    for p in pending.drain(..) {
+        if let Some(wal) = wal {
+            wal.mark_inserted(p.segment, p.batch.rows.len() as u64);
+        }
+        if let Some(done) = p.done {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn retry<F, Fut>(what: &str, stop: &CancellationToken, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(()) => return true,
+            Err(err) => {
+                metrics::counter!("chgate_ingest_clickhouse_errors_total").increment(1);
+                tracing::warn!(error = %format!("{err:#}"), retry_in_ms = backoff.as_millis() as u64, "inserting {what} into ClickHouse failed");
+            }
+        }
+        if stop.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn insert_rows<'a>(
+    target: &Target,
+    table: &str,
+    rows: impl Iterator<Item = &'a EventRow>,
+    count: usize,
+) -> anyhow::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut insert = target
+        .client
+        .insert::<EventRow>(table)
+        .await
+        .context("cannot start insert")?
+        .with_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)));
+    for row in rows {
+        insert.write(row).await.context("cannot send rows")?;
+    }
+    insert
+        .end()
+        .await
+        .context("ClickHouse rejected the insert")?;
+    metrics::histogram!("chgate_ingest_insert_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("chgate_ingest_insert_rows").record(count as f64);
+    metrics::counter!("chgate_ingest_rows_inserted_total").increment(count as u64);
+    Ok(())
+}
+
+async fn insert_users<'a>(
+    target: &Target,
+    rows: impl Iterator<Item = &'a UserPropertiesRow>,
+    count: usize,
+) -> anyhow::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut insert = target
+        .client
+        .insert::<UserPropertiesRow>(&target.users_table)
+        .await
+        .context("cannot start insert")?;
+    for row in rows {
+        insert.write(row).await.context("cannot send rows")?;
+    }
+    insert.end().await.context("ClickHouse rejected the insert")
+}
+
+#[derive(Row, Deserialize)]
+struct SegmentCount {
+    ingest_segment: u64,
+    rows: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct Present {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+}
+
+/// Retires, verifies, repairs and replays WAL segments; runs until `stop`.
+pub async fn run_retirer(
+    target: Target,
+    wal: Wal,
+    buffer_flush: Duration,
+    stop: CancellationToken,
+) {
+    let settle = buffer_flush + Duration::from_secs(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        wal.seal_if_due();
+        if let Err(err) = retire_once(&target, &wal, settle).await {
+            metrics::counter!("chgate_ingest_clickhouse_errors_total").increment(1);
+            tracing::warn!(error = %format!("{err:#}"), "WAL verification failed; will retry");
+        }
+        wal.publish_gauges();
+    }
+}
+
+async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Result<()> {
+    // Replay segments left by a previous run first.
+    let replay: Vec<u64> = wal.with_segments(|s| {
+        s.values()
+            .filter(|s| s.needs_replay)
+            .map(|s| s.id)
+            .collect()
+    });
+    for id in replay {
+        let inserted = repair(target, wal, id, true).await?;
+        tracing::info!(segment = id, rows = inserted, "replayed WAL segment");
+        wal.with_segments(|s| {
+            if let Some(segment) = s.get_mut(&id) {
+                segment.needs_replay = false;
+                segment.inserted = segment.rows;
+                segment.last_insert = Instant::now();
+            }
+        });
+    }
+    let due: HashMap<u64, u64> = wal.with_segments(|s| {
+        s.values()
+            .filter(|s| {
+                s.sealed
+                    && !s.needs_replay
+                    && s.inserted >= s.rows
+                    && s.last_insert.elapsed() >= settle
+            })
+            .filter(|s| s.short.is_none_or(|(_, at)| at.elapsed() >= settle))
+            .map(|s| (s.id, s.rows))
+            .collect()
+    });
+    if due.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u64> = due.keys().copied().collect();
+    let counts: HashMap<u64, u64> = target
+        .client
+        .query(&format!(
+            "SELECT ingest_segment, count() AS rows FROM {} WHERE ingest_segment IN ? GROUP BY ingest_segment",
+            target.destination
+        ))
+        .bind(&ids)
+        .fetch_all::<SegmentCount>()
+        .await
+        .context("cannot count segment rows")?
+        .into_iter()
+        .map(|c| (c.ingest_segment, c.rows))
+        .collect();
+    for (id, expected) in due {
+        let found = counts.get(&id).copied().unwrap_or(0);
+        if found >= expected {
+            if found > expected {
+                tracing::warn!(
+                    segment = id,
+                    expected,
+                    found,
+                    "segment has more rows in ClickHouse than it logged"
+                );
+            }
+            wal.retire(id)?;
+            continue;
+        }
+        // Rows are missing. Repair only once the count has stopped moving for longer than the Buffer
+        // table's flush period: then nothing is still on its way.
+        let previous = wal.with_segments(|s| s.get(&id).and_then(|s| s.short));
+        match previous {
+            Some((count, _)) if count == found => {
+                let inserted = repair(target, wal, id, false).await?;
+                if inserted == 0 {
+                    // Every event id of the segment is stored (the shortfall was a repeated id).
+                    wal.retire(id)?;
+                    continue;
+                }
+                tracing::warn!(
+                    segment = id,
+                    expected,
+                    found,
+                    reinserted = inserted,
+                    "ClickHouse lost rows of a WAL segment; re-inserted them"
+                );
+                metrics::counter!("chgate_ingest_rows_repaired_total").increment(inserted);
+                wal.with_segments(|s| {
+                    if let Some(segment) = s.get_mut(&id) {
+                        segment.short = None;
+                        segment.last_insert = Instant::now();
+                    }
+                });
+            }
+            _ => wal.with_segments(|s| {
+                if let Some(segment) = s.get_mut(&id) {
+                    segment.short = Some((found, Instant::now()));
+                }
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// Inserts the rows of segment `id` that ClickHouse does not have; returns how many.
+/// `replay` also re-sends the segment's user properties (idempotent: the table keeps the latest).
+async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Result<u64> {
+    let batches = wal.read_segment(id)?;
+    // Reading through the Buffer table sees rows still in the buffer as well as stored ones.
+    let present: HashSet<Uuid> = target
+        .client
+        .query(&format!(
+            "SELECT event_id FROM {} WHERE ingest_segment = ?",
+            target.table
+        ))
+        .bind(id)
+        .fetch_all::<Present>()
+        .await
+        .context("cannot list a segment's stored rows")?
+        .into_iter()
+        .map(|p| p.event_id)
+        .collect();
+    let missing: Vec<EventRow> = batches
+        .iter()
+        .flat_map(|b| b.rows.iter())
+        .filter(|r| !present.contains(&r.event_id))
+        .map(|r| EventRow {
+            ingest_segment: id,
+            ..r.clone()
+        })
+        .collect();
+    insert_rows(target, &target.table, missing.iter(), missing.len()).await?;
+    if replay {
+        let users: Vec<&UserPropertiesRow> = batches.iter().flat_map(|b| b.users.iter()).collect();
+        insert_users(target, users.iter().copied(), users.len()).await?;
+    }
+    metrics::counter!("chgate_ingest_rows_replayed_total").increment(missing.len() as u64);
+    Ok(missing.len() as u64)
+}
