@@ -12,4 +12,5 @@ mod helpers;
 mod ingest;
 mod keys;
 mod migrations;
+mod rollups;
 mod settings;
