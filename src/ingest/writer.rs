@@ -229,6 +229,17 @@ pub async fn run_retirer(
     buffer_flush: Duration,
     stop: CancellationToken,
 ) {
+    let buffer_flush = match buffer_max_time(&target).await {
+        Ok(Some(actual)) if actual > buffer_flush => {
+            tracing::warn!(configured_secs = buffer_flush.as_secs(), actual_secs = actual.as_secs(), "ingest.buffer_flush_secs is shorter than the Buffer table's max_time; using max_time");
+            actual
+        }
+        Ok(_) => buffer_flush,
+        Err(err) => {
+            tracing::debug!(error = %format!("{err:#}"), "cannot read the Buffer table's max_time");
+            buffer_flush
+        }
+    };
     let settle = buffer_flush + Duration::from_secs(1);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,6 +257,31 @@ pub async fn run_retirer(
     }
 }
 
+/// The `max_time` of the insert target when it is a Buffer table: rows reach `events` within it.
+async fn buffer_max_time(target: &Target) -> anyhow::Result<Option<Duration>> {
+    let engine: String = target
+        .client
+        .query(
+            "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?",
+        )
+        .bind(&target.table)
+        .fetch_optional()
+        .await?
+        .unwrap_or_default();
+    let Some(args) = engine
+        .strip_prefix("Buffer(")
+        .and_then(|rest| rest.split(')').next())
+    else {
+        return Ok(None);
+    };
+    // Buffer(database, table, num_layers, min_time, max_time, ...)
+    let max_time = args
+        .split(',')
+        .nth(4)
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    Ok(max_time.map(Duration::from_secs_f64))
+}
+
 async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Result<()> {
     // Replay segments left by a previous run first.
     let replay: Vec<u64> = wal.with_segments(|s| {
@@ -255,8 +291,12 @@ async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Re
             .collect()
     });
     for id in replay {
-        let inserted = repair(target, wal, id, true).await?;
-        tracing::info!(segment = id, rows = inserted, "replayed WAL segment");
+        let repaired = repair(target, wal, id, true).await?;
+        tracing::info!(
+            segment = id,
+            rows = repaired.inserted,
+            "replayed WAL segment"
+        );
         wal.with_segments(|s| {
             if let Some(segment) = s.get_mut(&id) {
                 segment.needs_replay = false;
@@ -313,26 +353,47 @@ async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Re
         let previous = wal.with_segments(|s| s.get(&id).and_then(|s| s.short));
         match previous {
             Some((count, _)) if count == found => {
-                let inserted = repair(target, wal, id, false).await?;
-                if inserted == 0 {
-                    // Every event id of the segment is stored (the shortfall was a repeated id).
-                    wal.retire(id)?;
+                let repaired = repair(target, wal, id, false).await?;
+                if repaired.inserted > 0 {
+                    tracing::warn!(
+                        segment = id,
+                        expected,
+                        found,
+                        reinserted = repaired.inserted,
+                        "ClickHouse lost rows of a WAL segment; re-inserted them"
+                    );
+                    metrics::counter!("chgate_ingest_rows_repaired_total")
+                        .increment(repaired.inserted);
+                    wal.with_segments(|s| {
+                        if let Some(segment) = s.get_mut(&id) {
+                            segment.short = None;
+                            segment.last_insert = Instant::now();
+                        }
+                    });
                     continue;
                 }
-                tracing::warn!(
-                    segment = id,
-                    expected,
-                    found,
-                    reinserted = inserted,
-                    "ClickHouse lost rows of a WAL segment; re-inserted them"
-                );
-                metrics::counter!("chgate_ingest_rows_repaired_total").increment(inserted);
-                wal.with_segments(|s| {
-                    if let Some(segment) = s.get_mut(&id) {
-                        segment.short = None;
-                        segment.last_insert = Instant::now();
-                    }
-                });
+                // Nothing is missing from the Buffer table and `events` together. Either rows are
+                // still in the buffer, or the segment repeats an event id (counted twice in the
+                // log, stored once): retire only when every distinct id is in `events` itself.
+                let stored: u64 = target
+                    .client
+                    .query(&format!(
+                        "SELECT uniqExact(event_id) FROM {} WHERE ingest_segment = ?",
+                        target.destination
+                    ))
+                    .bind(id)
+                    .fetch_one()
+                    .await
+                    .context("cannot count a segment's stored ids")?;
+                if stored >= repaired.distinct {
+                    wal.retire(id)?;
+                } else {
+                    wal.with_segments(|s| {
+                        if let Some(segment) = s.get_mut(&id) {
+                            segment.short = Some((found, Instant::now()));
+                        }
+                    });
+                }
             }
             _ => wal.with_segments(|s| {
                 if let Some(segment) = s.get_mut(&id) {
@@ -344,9 +405,18 @@ async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Re
     Ok(())
 }
 
-/// Inserts the rows of segment `id` that ClickHouse does not have; returns how many.
-/// `replay` also re-sends the segment's user properties (idempotent: the table keeps the latest).
-async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Result<u64> {
+/// What a repair did.
+struct Repaired {
+    /// Rows re-inserted.
+    inserted: u64,
+    /// Distinct event ids in the segment.
+    distinct: u64,
+}
+
+/// Inserts the rows of segment `id` that ClickHouse does not have (neither in the Buffer table nor
+/// in `events`). `replay` also re-sends the segment's user properties (idempotent: the table keeps
+/// the latest).
+async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Result<Repaired> {
     let batches = wal.read_segment(id)?;
     // Reading through the Buffer table sees rows still in the buffer as well as stored ones.
     let present: HashSet<Uuid> = target
@@ -361,6 +431,10 @@ async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Re
         .context("cannot list a segment's stored rows")?
         .into_iter()
         .map(|p| p.event_id)
+        .collect();
+    let distinct: HashSet<Uuid> = batches
+        .iter()
+        .flat_map(|b| b.rows.iter().map(|r| r.event_id))
         .collect();
     let missing: Vec<EventRow> = batches
         .iter()
@@ -377,5 +451,8 @@ async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Re
         insert_users(target, users.iter().copied(), users.len()).await?;
     }
     metrics::counter!("chgate_ingest_rows_replayed_total").increment(missing.len() as u64);
-    Ok(missing.len() as u64)
+    Ok(Repaired {
+        inserted: missing.len() as u64,
+        distinct: distinct.len() as u64,
+    })
 }

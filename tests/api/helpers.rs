@@ -49,7 +49,6 @@ pub fn test_settings() -> Settings {
     settings.telemetry.level = "warn".into();
     settings.ingest.wal_dir = std::env::temp_dir().join(format!("chgate-test-wal-{name}"));
     settings.ingest.flush_interval_ms = 50;
-    settings.ingest.buffer_flush_secs = 1;
     settings.geoip.path = geoip_file();
     settings
 }
@@ -61,9 +60,10 @@ pub fn geoip_file() -> Option<std::path::PathBuf> {
         .filter(|p| p.exists())
 }
 
-/// Owns a test's databases; drops them when dropped.
+/// Owns a test's databases; drops them when dropped (unless it is a `borrowed` view).
 pub struct TestDatabases {
     pub settings: Settings,
+    owned: bool,
 }
 
 impl TestDatabases {
@@ -71,6 +71,7 @@ impl TestDatabases {
     pub async fn migrated() -> Self {
         let databases = Self {
             settings: test_settings(),
+            owned: true,
         };
         chgate::migrate::run(&databases.settings)
             .await
@@ -82,12 +83,26 @@ impl TestDatabases {
     pub fn unmigrated() -> Self {
         Self {
             settings: test_settings(),
+            owned: true,
+        }
+    }
+
+    /// The same databases with other settings, not dropped by this value (a second gateway).
+    pub fn borrowed(&self, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.settings.clone();
+        adjust(&mut settings);
+        Self {
+            settings,
+            owned: false,
         }
     }
 }
 
 impl Drop for TestDatabases {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.settings.ingest.wal_dir);
         let clickhouse_database = self.settings.clickhouse.database.clone();
         // The server's URL, not the settings' (a test may point those at a closed port).

@@ -10,7 +10,9 @@ const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.goo
 fn events(now_ms: i64) -> Vec<Value> {
     let mut seed: u64 = 42;
     let mut next = move |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
     let platforms = ["web", "ios", "android"];
@@ -32,11 +34,13 @@ fn events(now_ms: i64) -> Vec<Value> {
             0 => {
                 event["event"] = json!("purchase");
                 let currency = ["USD", "RUB"][next(2) as usize];
-                event["properties"] = json!({"amount": (next(10_000) as f64) / 100.0, "currency": currency});
+                event["properties"] =
+                    json!({"amount": (next(10_000) as f64) / 100.0, "currency": currency});
             }
             1 => {
                 event["event"] = json!("refund");
-                event["properties"] = json!({"amount": (next(5_000) as f64) / 100.0, "currency": "USD"});
+                event["properties"] =
+                    json!({"amount": (next(5_000) as f64) / 100.0, "currency": "USD"});
             }
             2 | 3 => {
                 event["event"] = json!("connector_call");
@@ -64,7 +68,10 @@ async fn tsv(app: &TestApp, sql: &str) -> String {
 async fn assert_same(app: &TestApp, view: &str, raw: &str) {
     let from_view = tsv(app, view).await;
     let from_raw = tsv(app, raw).await;
-    assert!(!from_raw.trim().is_empty(), "the raw aggregate is empty: {raw}");
+    assert!(
+        !from_raw.trim().is_empty(),
+        "the raw aggregate is empty: {raw}"
+    );
     assert_eq!(from_view, from_raw, "\nview: {view}\nraw:  {raw}");
 }
 
@@ -73,11 +80,17 @@ async fn every_rollup_equals_the_aggregate_of_the_raw_events() {
     let app = TestApp::spawn().await;
     let key = app.create_key("service").await;
     let now = chrono::Utc::now().timestamp_millis();
-    let response = app.post_json("/v1/events?wait=true", &key, &Value::Array(events(now))).await;
+    let response = app
+        .post_json("/v1/events?wait=true", &key, &Value::Array(events(now)))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["accepted"], 400, "{body}");
-    app.clickhouse().query("OPTIMIZE TABLE events_buffer").execute().await.unwrap();
+    app.clickhouse()
+        .query("OPTIMIZE TABLE events_buffer")
+        .execute()
+        .await
+        .unwrap();
 
     assert_same(
         &app,
@@ -109,7 +122,10 @@ async fn every_rollup_equals_the_aggregate_of_the_raw_events() {
     for (table, period) in [
         ("ops_hourly", "toStartOfHour(timestamp)"),
         ("ops_daily", "toDateTime(toStartOfDay(timestamp), 'UTC')"),
-        ("ops_monthly", "toDateTime(toStartOfMonth(timestamp), 'UTC')"),
+        (
+            "ops_monthly",
+            "toDateTime(toStartOfMonth(timestamp), 'UTC')",
+        ),
     ] {
         assert_same(
             &app,
@@ -135,6 +151,9 @@ async fn every_rollup_equals_the_aggregate_of_the_raw_events() {
         )
         .await;
         let error: f64 = check.trim().parse().unwrap();
-        assert!(error < 0.05, "{table}: p95 differs from the exact value by {error}");
+        assert!(
+            error < 0.05,
+            "{table}: p95 differs from the exact value by {error}"
+        );
     }
 }
