@@ -76,6 +76,9 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        if settings.ingest.wal == crate::config::WalMode::Off {
+            tracing::warn!("ingest.wal is off: acknowledged events not yet in ClickHouse are lost if the gateway crashes");
+        }
         let (state, workers) = AppState::new(settings)?;
         Ok(Self {
             listener,

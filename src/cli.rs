@@ -46,8 +46,60 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Load NDJSON events (optionally gzipped; `-` for stdin) through validation and enrichment.
+    /// Historic timestamps are accepted.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the first rejected events are written, with the reason.
+        #[arg(long, default_value = "import-rejects.ndjson")]
+        rejects: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        max_rejects: usize,
+    },
+    /// Generate realistic game-store traffic and send it through the ingestion pipeline.
+    Seed {
+        #[arg(long, default_value_t = 2000)]
+        users: usize,
+        #[arg(long, default_value_t = 60)]
+        days: u32,
+        /// Random seed; the same seed generates the same events.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Benchmarks against a running gateway.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Realistic event batches against POST /v1/events, then the same events inserted directly
+    /// into ClickHouse as JSONEachRow, in the same run.
+    Ingest {
+        /// Base URL of the gateway.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key with the ingest role.
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Requests of the throughput phase.
+        #[arg(long, default_value_t = 5000)]
+        batches: usize,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Events per second of the fixed-rate latency phase; 0 skips it.
+        #[arg(long, default_value_t = 20000)]
+        rate: usize,
+        #[arg(long, default_value_t = 10)]
+        rate_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +146,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { migrate } => serve(settings, migrate).await,
         Command::Migrate { status } => migrate(settings, status).await,
         Command::Keys { command } => keys(settings, command).await,
+        Command::Import {
+            files,
+            rejects,
+            max_rejects,
+        } => {
+            let summary = crate::import::import(&settings, &files, &rejects, max_rejects).await?;
+            write_out(&summary.render())?;
+            if summary.rejected > 0 && rejects.exists() {
+                write_out(&format!(
+                    "first rejected events written to {}",
+                    rejects.display()
+                ))?;
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    url,
+                    key,
+                    concurrency,
+                    batches,
+                    batch_size,
+                    rate,
+                    rate_secs,
+                },
+        } => {
+            let bench = crate::bench::IngestBench {
+                url,
+                key,
+                concurrency,
+                batches,
+                batch_size,
+                rate,
+                rate_secs,
+                clickhouse_url: settings.clickhouse.url.clone(),
+                clickhouse_database: settings.clickhouse.database.clone(),
+                clickhouse_user: settings.clickhouse.user.clone(),
+                clickhouse_password: settings.clickhouse.password.expose().to_string(),
+            };
+            let report = crate::bench::ingest(&bench).await?;
+            write_out(report.render(&bench).trim_end())
+        }
+        Command::Seed { users, days, seed } => {
+            let plan = crate::seed::SeedPlan {
+                users,
+                days,
+                end_ms: chrono::Utc::now().timestamp_millis(),
+                seed,
+            };
+            let summary = crate::import::seed(&settings, &plan).await?;
+            write_out(&summary.render())
+        }
     }
 }
 

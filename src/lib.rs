@@ -2,12 +2,15 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod migrate;
+pub mod seed;
 pub mod storage;
 pub mod telemetry;
 

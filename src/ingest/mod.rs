@@ -117,10 +117,7 @@ impl Pipeline {
                 )?;
                 (Some(wal), Some(spool))
             }
-            WalMode::Off => {
-                tracing::warn!("ingest.wal is off: acknowledged events not yet in ClickHouse are lost if the gateway crashes");
-                (None, None)
-            }
+            WalMode::Off => (None, None),
         };
         let target = Target {
             client: clickhouse,

@@ -10,6 +10,7 @@
 mod durability;
 mod health;
 mod helpers;
+mod import;
 mod ingest;
 mod keys;
 mod migrations;

@@ -64,7 +64,13 @@ pub enum Outcome {
 
 impl Enricher {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let geo = match &settings.geoip.path {
+        // An empty path (e.g. `CHGATE__GEOIP__PATH=`) means no database, like an unset one.
+        let geo = match settings
+            .geoip
+            .path
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             Some(path) => Some(GeoIp::open(path)?),
             None => {
                 tracing::warn!(
