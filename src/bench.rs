@@ -272,6 +272,24 @@ async fn direct(
             anyhow::Ok(())
         }
     };
+    // Let ClickHouse finish the gateway phase's Buffer flushes and merges first, so the direct
+    // insert does not compete with them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for _ in 0..30 {
+        let busy = client
+            .post(&base)
+            .header("X-ClickHouse-User", &bench.clickhouse_user)
+            .header("X-ClickHouse-Key", &bench.clickhouse_password)
+            .body("SELECT count() FROM system.merges")
+            .send()
+            .await?
+            .text()
+            .await?;
+        if busy.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     run(format!("DROP TABLE IF EXISTS {table}")).await?;
     run(format!(
         "CREATE TABLE {table} (event String, user_id String, anonymous_id String, session_id String, \

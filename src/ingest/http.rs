@@ -340,7 +340,15 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         message: format!("the request body exceeds {limit} bytes"),
     };
     let mut body = body;
-    let mut raw = Vec::new();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if declared > limit {
+        return Err(too_large());
+    }
+    let mut raw = Vec::with_capacity(declared);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))

@@ -106,22 +106,39 @@ impl PgMirror {
     }
 }
 
+/// Most rows written in one transaction.
+const MAX_TRANSACTION_ROWS: usize = 5_000;
+
 async fn run(
     pool: PgPool,
     mut rx: mpsc::Receiver<Item>,
     spool: Option<Wal>,
     stop: CancellationToken,
 ) {
-    while let Some(item) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
+        // Everything already queued goes into the same transaction.
+        let mut items = vec![first];
+        let mut rows: usize = items[0].rows.len();
+        while rows < MAX_TRANSACTION_ROWS {
+            match rx.try_recv() {
+                Ok(item) => {
+                    rows += item.rows.len();
+                    items.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<&EventRow> = items.iter().flat_map(|i| i.rows.iter()).collect();
         let mut backoff = Duration::from_millis(200);
         loop {
-            match write(&pool, &item.rows).await {
+            match write(&pool, &batch).await {
                 Ok(()) => {
                     if let Some(spool) = &spool {
-                        spool.mark_inserted(item.segment, item.rows.len() as u64);
+                        for item in &items {
+                            spool.mark_inserted(item.segment, item.rows.len() as u64);
+                        }
                     }
-                    metrics::counter!("chgate_ingest_postgres_rows_total")
-                        .increment(item.rows.len() as u64);
+                    metrics::counter!("chgate_ingest_postgres_rows_total").increment(rows as u64);
                     break;
                 }
                 Err(err) => {
@@ -163,7 +180,7 @@ async fn run_retirer(pool: PgPool, spool: Wal, stop: CancellationToken) {
                     .into_iter()
                     .flat_map(|b| b.rows)
                     .collect();
-                write(&pool, &rows).await
+                write(&pool, &rows.iter().collect::<Vec<_>>()).await
             }
             .await;
             match result {
@@ -200,90 +217,171 @@ fn time(ms: i64) -> chrono::DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Writes rows in one transaction; rows already mirrored are skipped.
-pub async fn write(pool: &PgPool, rows: &[EventRow]) -> anyhow::Result<()> {
+/// Writes rows in one transaction with one statement per table; rows already mirrored (by
+/// `event_id`) are skipped, so replays change nothing.
+pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let mut tx = pool.begin().await.context("cannot begin a transaction")?;
-    for row in rows {
-        let properties: serde_json::Value =
-            serde_json::from_str(&row.properties).unwrap_or_default();
-        let new = sqlx::query(
-            "INSERT INTO business_events (event_id, event, user_id, occurred_at, received_at, properties)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(row.event_id)
-        .bind(&row.event)
-        .bind(&row.actor_id)
-        .bind(time(row.timestamp))
-        .bind(time(row.received_at))
-        .bind(&properties)
-        .execute(&mut *tx)
-        .await
-        .context("cannot insert into business_events")?
-        .rows_affected();
-        if new == 0 {
-            continue;
+    let properties: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.properties).unwrap_or_default())
+        .collect();
+    let new: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO business_events (event_id, event, user_id, occurred_at, received_at, properties)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.actor_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| time(r.timestamp)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| time(r.received_at)).collect::<Vec<_>>())
+    .bind(&properties)
+    .fetch_all(&mut *tx)
+    .await
+    .context("cannot insert into business_events")?;
+    let new: HashSet<uuid::Uuid> = new.into_iter().collect();
+    let fresh: Vec<(&EventRow, &serde_json::Value)> = rows
+        .iter()
+        .zip(&properties)
+        .filter(|(r, _)| new.contains(&r.event_id))
+        .map(|(r, p)| (*r, p))
+        .collect();
+    if fresh.is_empty() {
+        tx.commit().await.context("cannot commit")?;
+        return Ok(());
+    }
+
+    // One row per user and per item: an upsert may not touch the same row twice.
+    let mut users: std::collections::BTreeMap<&str, UserFacts<'_>> = Default::default();
+    let mut products: std::collections::BTreeMap<&str, ProductFacts<'_>> = Default::default();
+    for (row, props) in &fresh {
+        let user = users
+            .entry(row.actor_id.as_str())
+            .or_insert_with(|| UserFacts {
+                first_seen: row.timestamp,
+                signed_up: None,
+                country: "",
+                platform: "",
+            });
+        user.first_seen = user.first_seen.min(row.timestamp);
+        if row.event == "signup" {
+            user.signed_up = Some(
+                user.signed_up
+                    .map_or(row.timestamp, |t| t.min(row.timestamp)),
+            );
         }
-        sqlx::query(
-            "INSERT INTO users (user_id, first_seen_at, signed_up_at, country, platform)
-             VALUES ($1, $2, CASE WHEN $3 = 'signup' THEN $2 END, $4, $5)
-             ON CONFLICT (user_id) DO UPDATE SET
-                first_seen_at = LEAST(users.first_seen_at, EXCLUDED.first_seen_at),
-                signed_up_at = COALESCE(users.signed_up_at, EXCLUDED.signed_up_at),
-                country = CASE WHEN EXCLUDED.country <> '' THEN EXCLUDED.country ELSE users.country END,
-                platform = CASE WHEN EXCLUDED.platform <> '' THEN EXCLUDED.platform ELSE users.platform END,
-                updated_at = now()",
-        )
-        .bind(&row.actor_id)
-        .bind(time(row.timestamp))
-        .bind(&row.event)
-        .bind(&row.country)
-        .bind(&row.platform)
-        .execute(&mut *tx)
-        .await
-        .context("cannot upsert into users")?;
+        if !row.country.is_empty() {
+            user.country = &row.country;
+        }
+        if !row.platform.is_empty() {
+            user.platform = &row.platform;
+        }
         if !row.item_id.is_empty() {
             let name = ["item_name", "product_name", "title"]
                 .iter()
-                .find_map(|k| properties.get(*k).and_then(|v| v.as_str()))
+                .find_map(|k| props.get(*k).and_then(|v| v.as_str()))
                 .unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO products (item_id, developer_id, name, first_seen_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (item_id) DO UPDATE SET
-                    developer_id = CASE WHEN EXCLUDED.developer_id <> '' THEN EXCLUDED.developer_id ELSE products.developer_id END,
-                    name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE products.name END,
-                    first_seen_at = LEAST(products.first_seen_at, EXCLUDED.first_seen_at),
-                    updated_at = now()",
-            )
-            .bind(&row.item_id)
-            .bind(&row.developer_id)
-            .bind(name)
-            .bind(time(row.timestamp))
-            .execute(&mut *tx)
-            .await
-            .context("cannot upsert into products")?;
+            let product = products
+                .entry(row.item_id.as_str())
+                .or_insert_with(|| ProductFacts {
+                    developer: "",
+                    name: "",
+                    first_seen: row.timestamp,
+                });
+            product.first_seen = product.first_seen.min(row.timestamp);
+            if !row.developer_id.is_empty() {
+                product.developer = &row.developer_id;
+            }
+            if !name.is_empty() {
+                product.name = name;
+            }
         }
-        if super::enrich::REVENUE_EVENTS.contains(&row.event.as_str()) {
-            let order_id = properties.get("order_id").map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            sqlx::query(
-                "INSERT INTO orders (event_id, kind, order_id, user_id, item_id, amount, currency, occurred_at)
-                 VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6::float8::numeric, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(row.event_id)
-            .bind(&row.event)
-            .bind(order_id.unwrap_or_default())
-            .bind(&row.actor_id)
-            .bind(&row.item_id)
-            .bind(row.revenue)
-            .bind(&row.currency)
-            .bind(time(row.timestamp))
-            .execute(&mut *tx)
-            .await
-            .context("cannot insert into orders")?;
-        }
+    }
+    sqlx::query(
+        "INSERT INTO users (user_id, first_seen_at, signed_up_at, country, platform)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
+         ON CONFLICT (user_id) DO UPDATE SET
+            first_seen_at = LEAST(users.first_seen_at, EXCLUDED.first_seen_at),
+            signed_up_at = COALESCE(LEAST(users.signed_up_at, EXCLUDED.signed_up_at), users.signed_up_at, EXCLUDED.signed_up_at),
+            country = CASE WHEN EXCLUDED.country <> '' THEN EXCLUDED.country ELSE users.country END,
+            platform = CASE WHEN EXCLUDED.platform <> '' THEN EXCLUDED.platform ELSE users.platform END,
+            updated_at = now()",
+    )
+    .bind(users.keys().copied().collect::<Vec<_>>())
+    .bind(users.values().map(|u| time(u.first_seen)).collect::<Vec<_>>())
+    .bind(users.values().map(|u| u.signed_up.map(time)).collect::<Vec<_>>())
+    .bind(users.values().map(|u| u.country).collect::<Vec<_>>())
+    .bind(users.values().map(|u| u.platform).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await
+    .context("cannot upsert into users")?;
+    if !products.is_empty() {
+        sqlx::query(
+            "INSERT INTO products (item_id, developer_id, name, first_seen_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+             ON CONFLICT (item_id) DO UPDATE SET
+                developer_id = CASE WHEN EXCLUDED.developer_id <> '' THEN EXCLUDED.developer_id ELSE products.developer_id END,
+                name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE products.name END,
+                first_seen_at = LEAST(products.first_seen_at, EXCLUDED.first_seen_at),
+                updated_at = now()",
+        )
+        .bind(products.keys().copied().collect::<Vec<_>>())
+        .bind(products.values().map(|p| p.developer).collect::<Vec<_>>())
+        .bind(products.values().map(|p| p.name).collect::<Vec<_>>())
+        .bind(products.values().map(|p| time(p.first_seen)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .context("cannot upsert into products")?;
+    }
+    let orders: Vec<(&EventRow, String)> = fresh
+        .iter()
+        .filter(|(r, _)| super::enrich::REVENUE_EVENTS.contains(&r.event.as_str()))
+        .map(|(r, p)| {
+            let order_id = match p.get("order_id") {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (*r, order_id)
+        })
+        .collect();
+    if !orders.is_empty() {
+        sqlx::query(
+            "INSERT INTO orders (event_id, kind, order_id, user_id, item_id, amount, currency, occurred_at)
+             SELECT e, k, o, u, NULLIF(i, ''), a::numeric, c, t
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::timestamptz[])
+                  AS x(e, k, o, u, i, a, c, t)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(orders.iter().map(|(r, _)| r.event_id).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(r, _)| r.event.as_str()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(_, o)| o.as_str()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(r, _)| r.actor_id.as_str()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(r, _)| r.item_id.as_str()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(r, _)| r.revenue).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(r, _)| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|(r, _)| time(r.timestamp)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .context("cannot insert into orders")?;
     }
     tx.commit().await.context("cannot commit")?;
     Ok(())
+}
+
+struct UserFacts<'a> {
+    first_seen: i64,
+    signed_up: Option<i64>,
+    country: &'a str,
+    platform: &'a str,
+}
+
+struct ProductFacts<'a> {
+    developer: &'a str,
+    name: &'a str,
+    first_seen: i64,
 }

@@ -511,3 +511,36 @@ async fn segment_single_calls_take_their_type_from_the_path() {
         ("screen_view", "ios")
     );
 }
+
+#[tokio::test]
+async fn one_batch_with_a_signup_and_several_orders_of_one_user_is_mirrored_in_one_go() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("ingest").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let order = |n: i64, item: &str| {
+        json!({"event": "purchase", "user_id": "fan", "timestamp": now - 1000 + n,
+               "properties": {"amount": 10 + n, "item_id": item, "developer_id": "dev-1"}})
+    };
+    let batch = json!([
+        {"event": "signup", "user_id": "fan", "timestamp": now - 2000},
+        order(1, "game-1"), order(2, "game-1"), order(3, "game-2"),
+        {"event": "refund", "user_id": "fan", "timestamp": now - 500, "properties": {"amount": 11, "item_id": "game-1"}}
+    ]);
+
+    let response = app.post_json("/v1/events?wait=true", &key, &batch).await;
+
+    assert_eq!(response.status(), 200);
+    let pool = app.postgres().await;
+    let mut counts = (0i64, 0i64, 0i64);
+    for _ in 0..50 {
+        counts = sqlx::query_as("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM products), (SELECT count(*) FROM users WHERE signed_up_at IS NOT NULL)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if counts.0 == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts, (4, 2, 1), "orders, products, signed-up users");
+}
