@@ -11,6 +11,7 @@ pub mod import;
 pub mod ingest;
 pub mod migrate;
 pub mod seed;
+pub mod sql;
 pub mod storage;
 pub mod telemetry;
 

@@ -1,0 +1,380 @@
+//! The SQL guard: every statement chgate sends on behalf of a template (and, later, a BI client) is
+//! parsed with `sqlparser`'s ClickHouse dialect and must be exactly one read-only query over allowed
+//! tables. Deny by default: anything the parser cannot read is refused, never passed through.
+//!
+//! What it checks, walking the AST with scope-aware CTE resolution:
+//! - one statement, a `SELECT`/`WITH`/`UNION` query, no `INTO`, no `FORMAT` unless allowed;
+//! - every table (also `x IN table`, subqueries, joins) resolves, bare names qualified with the
+//!   default database, to an allowed table, or to a CTE in scope;
+//! - table functions only from an allow-list (`numbers`, …);
+//! - no function that reads outside the query's tables (`file`, `url`, `remote`, `dictGet*`,
+//!   `joinGet`, …);
+//! - `SETTINGS` only from an allow-list.
+//!
+//! Placeholders `{name:Type}` are replaced by a neutral expression before parsing (see
+//! `placeholders`), so the guard sees the shape that will run. The original text is what is sent
+//! to ClickHouse — never a re-rendering of the AST.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{Expr, JoinOperator, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
+use sqlparser::dialect::ClickHouseDialect;
+use sqlparser::parser::{Parser, ParserOptions};
+
+use super::placeholders::{self, Placeholder};
+
+/// Table functions that read no external data.
+pub const SAFE_TABLE_FUNCTIONS: &[&str] = &["numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series", "generateseries", "values", "null"];
+
+/// Functions that read data from outside the tables of the query, or stall the server.
+const DENIED_FUNCTIONS: &[&str] = &[
+    "file", "url", "s3", "s3cluster", "remote", "remotesecure", "cluster", "clusterallreplicas", "mysql",
+    "postgresql", "jdbc", "odbc", "hdfs", "input", "executable", "azureblobstorage", "gcs", "mongodb",
+    "redis", "sqlite", "dictionary", "merge", "joinget", "joingetornull", "dictget", "dictgetordefault",
+    "dictgetornull", "dicthas", "dictgethierarchy", "dictisin", "dictgetchildren", "dictgetdescendants",
+    "sleep", "sleepeachrow", "getsetting", "getsettingordefault", "globalvariable", "filesystemavailable",
+    "filesystemcapacity", "filesystemunreserved", "icebergs3", "deltalake", "hudi", "iceberg", "view",
+    "viewifpermitted", "loop", "fuzzjson", "fuzzquery", "mergetreeindex", "mergetreeprojection",
+];
+
+/// What a statement may touch.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Database that bare table names belong to.
+    pub database: String,
+    /// Allowed tables as `(database, table)`; `(db, "*")` allows every table of `db`.
+    pub tables: BTreeSet<(String, String)>,
+    /// Allowed table functions (lower case).
+    pub table_functions: BTreeSet<String>,
+    /// Settings a query may set in a `SETTINGS` clause (lower case).
+    pub settings: BTreeSet<String>,
+    /// Whether a `FORMAT` clause is accepted.
+    pub allow_format: bool,
+}
+
+impl Policy {
+    /// Every table of `database`, safe table functions, no `SETTINGS`, no `FORMAT`.
+    pub fn database(database: &str) -> Self {
+        Self {
+            database: database.to_string(),
+            tables: BTreeSet::from([(database.to_string(), "*".to_string())]),
+            table_functions: SAFE_TABLE_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+            settings: BTreeSet::new(),
+            allow_format: false,
+        }
+    }
+
+    fn allows_table(&self, database: &str, table: &str) -> bool {
+        self.tables.contains(&(database.to_string(), table.to_string()))
+            || self.tables.contains(&(database.to_string(), "*".to_string()))
+    }
+}
+
+/// Why a statement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("cannot parse the SQL: {0}")]
+    Unparseable(String),
+    #[error("exactly one statement is allowed, found {0}")]
+    StatementCount(usize),
+    #[error("only read-only queries (SELECT, WITH, UNION) are allowed, found {0}")]
+    NotAQuery(String),
+    #[error("table {0} is not allowed")]
+    Table(String),
+    #[error("table function {0}() is not allowed")]
+    TableFunction(String),
+    #[error("function {0}() is not allowed")]
+    Function(String),
+    #[error("setting {0} may not be set in the query")]
+    Setting(String),
+    #[error("{0} is not allowed")]
+    Clause(&'static str),
+}
+
+/// A statement that passed the guard.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub placeholders: Vec<Placeholder>,
+    /// Tables read, as `database.table`.
+    pub tables: BTreeSet<String>,
+}
+
+/// Checks `sql` against `policy`.
+pub fn check(sql: &str, policy: &Policy) -> Result<Checked, GuardError> {
+    let (placeholders, parseable) = placeholders::extract(sql);
+    let dialect = ClickHouseDialect {};
+    let statements = Parser::new(&dialect)
+        .with_options(ParserOptions::new().with_unescape(false))
+        .try_with_sql(&parseable)
+        .and_then(|mut parser| parser.parse_statements())
+        .map_err(|e| GuardError::Unparseable(e.to_string()))?;
+    if statements.len() != 1 {
+        return Err(GuardError::StatementCount(statements.len()));
+    }
+    let statement = &statements[0];
+    let Statement::Query(query) = statement else {
+        let kind = statement.to_string().split_whitespace().next().unwrap_or("?").to_ascii_uppercase();
+        return Err(GuardError::NotAQuery(kind));
+    };
+    let mut walker = Walker { policy, scopes: Vec::new(), skip_relations: Vec::new(), array_joins: Vec::new(), tables: BTreeSet::new(), error: None };
+    let _ = query.visit(&mut walker);
+    if let Some(error) = walker.error {
+        return Err(error);
+    }
+    Ok(Checked { placeholders, tables: walker.tables })
+}
+
+struct Walker<'a> {
+    policy: &'a Policy,
+    /// CTE names visible in the query being walked, innermost last.
+    scopes: Vec<Vec<String>>,
+    /// Names whose relation visit must not be read as a table: table functions (checked on their
+    /// own) and `ARRAY JOIN` columns.
+    skip_relations: Vec<ObjectName>,
+    /// Operands of `ARRAY JOIN` in the select being walked.
+    array_joins: Vec<ObjectName>,
+    tables: BTreeSet<String>,
+    error: Option<GuardError>,
+}
+
+impl Walker<'_> {
+    fn fail(&mut self, error: GuardError) -> ControlFlow<()> {
+        self.error.get_or_insert(error);
+        ControlFlow::Break(())
+    }
+
+    fn in_scope(&self, name: &str) -> bool {
+        self.scopes.iter().any(|scope| scope.iter().any(|cte| cte == name))
+    }
+
+    /// Resolves a table name to `(database, table)` and checks it.
+    fn table(&mut self, parts: &[String]) -> ControlFlow<()> {
+        let (database, table) = match parts {
+            [table] if self.in_scope(table) => return ControlFlow::Continue(()),
+            [table] => (self.policy.database.clone(), table.clone()),
+            [database, table] => (database.clone(), table.clone()),
+            _ => return self.fail(GuardError::Table(parts.join("."))),
+        };
+        if !self.policy.allows_table(&database, &table) {
+            return self.fail(GuardError::Table(format!("{database}.{table}")));
+        }
+        self.tables.insert(format!("{database}.{table}"));
+        ControlFlow::Continue(())
+    }
+}
+
+/// `name` is lower case.
+fn is_denied_function(name: &str) -> bool {
+    DENIED_FUNCTIONS.contains(&name) || name.starts_with("dictget")
+}
+
+fn name_parts(name: &ObjectName) -> Option<Vec<String>> {
+    name.0.iter().map(|part| part.as_ident().map(|i| i.value.clone())).collect()
+}
+
+impl Visitor for Walker<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if query.settings.is_some() {
+            let denied = query
+                .settings
+                .iter()
+                .flatten()
+                .map(|s| s.key.value.to_ascii_lowercase())
+                .find(|k| !self.policy.settings.contains(k));
+            if let Some(key) = denied {
+                return self.fail(GuardError::Setting(key));
+            }
+        }
+        if query.format_clause.is_some() && !self.policy.allow_format {
+            return self.fail(GuardError::Clause("a FORMAT clause"));
+        }
+        if !query.locks.is_empty() || query.for_clause.is_some() || !query.pipe_operators.is_empty() {
+            return self.fail(GuardError::Clause("this clause"));
+        }
+        let names = query
+            .with
+            .iter()
+            .flat_map(|w| w.cte_tables.iter().map(|cte| cte.alias.name.value.clone()))
+            .collect();
+        self.scopes.push(names);
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            if select.into.is_some() {
+                return self.fail(GuardError::Clause("SELECT … INTO"));
+            }
+        }
+        if !matches!(query.body.as_ref(), SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::SetOperation { .. } | SetExpr::Values(_)) {
+            return self.fail(GuardError::NotAQuery("a data-modifying body".into()));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.scopes.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, args, .. } = factor {
+            if let Some(index) = self.array_joins.iter().position(|n| n == name) {
+                // An ARRAY JOIN operand is a column or an expression, never a table.
+                self.array_joins.remove(index);
+                let function = name_parts(name).map(|p| p.join(".")).unwrap_or_default().to_ascii_lowercase();
+                if args.is_some() && is_denied_function(&function) {
+                    return self.fail(GuardError::Function(function));
+                }
+                self.skip_relations.push(name.clone());
+                return ControlFlow::Continue(());
+            }
+        }
+        match factor {
+            TableFactor::Table { name, args: Some(_), .. } => {
+                let function = name_parts(name).map(|p| p.join(".")).unwrap_or_default().to_ascii_lowercase();
+                if !self.policy.table_functions.contains(&function) {
+                    return self.fail(GuardError::TableFunction(function));
+                }
+                self.skip_relations.push(name.clone());
+                ControlFlow::Continue(())
+            }
+            TableFactor::Table { .. } | TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+            TableFactor::UNNEST { .. } => ControlFlow::Continue(()),
+            _ => self.fail(GuardError::Clause("this kind of table expression")),
+        }
+    }
+
+    fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<()> {
+        // `ARRAY JOIN column AS x` parses as a join with a table factor named after the column.
+        for from in &select.from {
+            for join in &from.joins {
+                let array_join = matches!(
+                    join.join_operator,
+                    JoinOperator::ArrayJoin | JoinOperator::LeftArrayJoin | JoinOperator::InnerArrayJoin
+                );
+                if let (true, TableFactor::Table { name, .. }) = (array_join, &join.relation) {
+                    self.array_joins.push(name.clone());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if let Some(index) = self.skip_relations.iter().position(|name| name == relation) {
+            self.skip_relations.remove(index);
+            return ControlFlow::Continue(());
+        }
+        match name_parts(relation) {
+            Some(parts) => self.table(&parts),
+            None => self.fail(GuardError::Table(relation.to_string())),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Function(function) => {
+                let name = name_parts(&function.name).map(|p| p.join(".")).unwrap_or_default().to_ascii_lowercase();
+                if is_denied_function(&name) {
+                    return self.fail(GuardError::Function(name));
+                }
+                ControlFlow::Continue(())
+            }
+            // ClickHouse reads `x IN name` as membership in the table `name`.
+            Expr::InList { list, .. } if list.len() == 1 => match &list[0] {
+                Expr::Identifier(ident) => self.table(std::slice::from_ref(&ident.value)),
+                Expr::CompoundIdentifier(parts) => {
+                    let parts: Vec<String> = parts.iter().map(|i| i.value.clone()).collect();
+                    self.table(&parts)
+                }
+                _ => ControlFlow::Continue(()),
+            },
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let mut policy = Policy::database("analytics");
+        policy.settings.insert("max_threads".into());
+        policy
+    }
+
+    fn ok(sql: &str) -> Checked {
+        check(sql, &policy()).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn denied(sql: &str) -> GuardError {
+        check(sql, &policy()).expect_err(sql)
+    }
+
+    #[test]
+    fn analytics_queries_pass_and_report_their_tables() {
+        let checked = ok("SELECT day, uniqMerge(users) FROM dau_daily WHERE day BETWEEN {from:Date} AND {to:Date} GROUP BY day ORDER BY day");
+        assert_eq!(checked.tables, BTreeSet::from(["analytics.dau_daily".to_string()]));
+        assert_eq!(checked.placeholders.len(), 2);
+        ok("WITH steps AS (SELECT actor_id, windowFunnel(86400)(timestamp, event = 'a', event = 'b') AS level FROM events GROUP BY actor_id) SELECT level, count() FROM steps GROUP BY level");
+        ok("SELECT number FROM numbers(10)");
+        ok("SELECT e.event, x FROM analytics.events AS e ARRAY JOIN splitByChar(',', e.event) AS x LIMIT 5 BY e.event SETTINGS max_threads = 2");
+        ok("SELECT event, x FROM events ARRAY JOIN tags AS x");
+        ok("SELECT count() FROM events WHERE actor_id IN (SELECT actor_id FROM user_first_seen) UNION ALL SELECT 1");
+    }
+
+    #[test]
+    fn anything_but_one_read_only_query_is_refused() {
+        assert!(matches!(denied("SELECT 1; DROP TABLE events"), GuardError::StatementCount(2)));
+        assert!(matches!(denied("DROP TABLE events"), GuardError::NotAQuery(_)));
+        assert!(matches!(denied("INSERT INTO events SELECT * FROM events"), GuardError::NotAQuery(_)));
+        assert!(matches!(denied("SYSTEM FLUSH LOGS"), GuardError::Unparseable(_)));
+        assert!(matches!(denied("ALTER TABLE events DELETE WHERE 1"), GuardError::Unparseable(_) | GuardError::NotAQuery(_)));
+        assert!(matches!(denied("SELECT * FROM events INTO OUTFILE 'x'"), GuardError::Unparseable(_) | GuardError::Clause(_)));
+    }
+
+    #[test]
+    fn tables_outside_the_policy_are_refused_wherever_they_hide() {
+        for sql in [
+            "SELECT * FROM system.users",
+            "SELECT * FROM other.secrets",
+            "SELECT 1 FROM events WHERE actor_id IN other.secrets",
+            "SELECT 1 FROM events WHERE actor_id IN (SELECT name FROM system.users)",
+            "SELECT * FROM events JOIN other.t USING (actor_id)",
+            "SELECT (SELECT count() FROM system.processes)",
+        ] {
+            assert!(matches!(denied(sql), GuardError::Table(_)), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_cte_name_only_shadows_tables_inside_its_own_scope() {
+        let mut policy = policy();
+        policy.tables = BTreeSet::from([("analytics".to_string(), "events".to_string())]);
+        assert!(check("WITH secret AS (SELECT 1) SELECT * FROM secret", &policy).is_ok());
+        let escaped = "SELECT * FROM secret WHERE 1 IN (WITH secret AS (SELECT 1) SELECT * FROM secret)";
+        assert_eq!(check(escaped, &policy).unwrap_err(), GuardError::Table("analytics.secret".into()));
+    }
+
+    #[test]
+    fn dangerous_functions_and_table_functions_are_refused() {
+        assert!(matches!(denied("SELECT * FROM url('http://x', CSV, 'a String')"), GuardError::TableFunction(_)));
+        assert!(matches!(denied("SELECT * FROM remote('h', analytics.events)"), GuardError::TableFunction(_)));
+        assert!(matches!(denied("SELECT file('/etc/passwd')"), GuardError::Function(_)));
+        assert!(matches!(denied("SELECT dictGetString('d', 'a', 1)"), GuardError::Function(_)));
+        assert!(matches!(denied("SELECT joinGet('j', 'v', 1)"), GuardError::Function(_)));
+    }
+
+    #[test]
+    fn settings_and_format_clauses_follow_the_policy() {
+        assert_eq!(denied("SELECT 1 FROM events SETTINGS readonly = 0"), GuardError::Setting("readonly".into()));
+        assert!(matches!(denied("SELECT 1 FROM events FORMAT TabSeparated"), GuardError::Clause(_)));
+    }
+
+    #[test]
+    fn placeholders_inside_strings_are_not_placeholders() {
+        let checked = ok("SELECT '{x:String}' FROM events");
+        assert!(checked.placeholders.is_empty());
+    }
+}

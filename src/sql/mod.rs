@@ -1,0 +1,4 @@
+//! SQL handling shared by templates and the BI endpoint: placeholders and the guard.
+
+pub mod guard;
+pub mod placeholders;
