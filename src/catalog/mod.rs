@@ -1,0 +1,472 @@
+//! The query catalog: every template of `queries/`, loaded and fully checked at start-up (a broken
+//! template stops the start with file:line), reloadable atomically (a broken new catalog is
+//! rejected and the old one kept).
+
+pub mod params;
+pub mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use self::params::{ParamType, ParamValue};
+use self::template::{TemplateError, TemplateFile};
+use crate::sql::guard::{self, Policy};
+
+/// A checked template version.
+#[derive(Debug)]
+pub struct Template {
+    pub file: TemplateFile,
+    /// The guard policy of this version (the analytics database plus declared tables).
+    pub policy: Policy,
+}
+
+impl Template {
+    pub fn name(&self) -> &str {
+        &self.file.name
+    }
+    pub fn version(&self) -> u32 {
+        self.file.version
+    }
+    pub fn meta(&self) -> &template::Meta {
+        &self.file.meta
+    }
+}
+
+/// A rendered statement, ready to run.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub sql: String,
+    /// Values for the statement's `{name:Type}` placeholders.
+    pub bindings: Vec<(String, ParamValue)>,
+    /// Every parameter's effective value (caller's, default, or null), for caching and audit.
+    pub values: BTreeMap<String, Value>,
+}
+
+/// Why a call's parameters are not acceptable (a 400 naming the parameter and the rule).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{param}: {rule}")]
+pub struct ParamError {
+    pub param: String,
+    pub rule: String,
+}
+
+/// All templates, by name then version.
+pub struct Catalog {
+    templates: BTreeMap<String, BTreeMap<u32, Arc<Template>>>,
+    env: Environment<'static>,
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("templates", &self.templates.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Catalog {
+    /// Loads and checks every `queries/<name>/v<N>.sql`; all problems are reported together.
+    pub fn load(dir: &Path, database: &str) -> Result<Self, Vec<TemplateError>> {
+        let mut errors = Vec::new();
+        let mut files = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                return Err(vec![TemplateError {
+                    file: dir.display().to_string(),
+                    line: 0,
+                    message: format!("cannot read the template directory: {e}"),
+                }]);
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .flat_map(|d| {
+                std::fs::read_dir(d)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+            })
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match TemplateFile::parse(&path, &text) {
+                    Ok(file) => files.push(file),
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(TemplateError {
+                    file: path.display().to_string(),
+                    line: 0,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut templates: BTreeMap<String, BTreeMap<u32, Arc<Template>>> = BTreeMap::new();
+        for file in files {
+            if let Err(e) = env.add_template_owned(file.key(), file.body.clone()) {
+                errors.push(file.error(
+                    e.line().unwrap_or(1),
+                    format!("template syntax: {}", e.detail().unwrap_or("invalid")),
+                ));
+                continue;
+            }
+            let mut policy = Policy::database(database);
+            for (db, table) in template::extra_tables(&file.meta) {
+                policy.tables.insert((db, table));
+            }
+            policy.settings = ALLOWED_SETTINGS.iter().map(|s| s.to_string()).collect();
+            templates
+                .entry(file.name.clone())
+                .or_default()
+                .insert(file.version, Arc::new(Template { file, policy }));
+        }
+        let catalog = Self {
+            templates,
+            env,
+            dir: dir.to_path_buf(),
+        };
+        for template in catalog.all() {
+            errors.extend(catalog.check(template));
+        }
+        for (name, versions) in &catalog.templates {
+            for template in versions.values() {
+                if let Some(successor) = template
+                    .meta()
+                    .deprecated
+                    .as_ref()
+                    .and_then(|d| d.successor.as_ref())
+                {
+                    let exists = successor
+                        .strip_prefix('v')
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .is_some_and(|v| versions.contains_key(&v));
+                    if !exists {
+                        errors.push(template.file.error(
+                            0,
+                            format!(
+                                "deprecated.successor {successor:?} is not a version of {name}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Every template version.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Template>> {
+        self.templates.values().flat_map(|v| v.values())
+    }
+
+    /// Names with their versions, in order.
+    pub fn names(&self) -> impl Iterator<Item = (&String, &BTreeMap<u32, Arc<Template>>)> {
+        self.templates.iter()
+    }
+
+    /// A version (`None`: the latest).
+    pub fn get(&self, name: &str, version: Option<u32>) -> Option<&Arc<Template>> {
+        let versions = self.templates.get(name)?;
+        match version {
+            Some(v) => versions.get(&v),
+            None => versions.values().next_back(),
+        }
+    }
+
+    pub fn latest_version(&self, name: &str) -> Option<u32> {
+        self.templates.get(name)?.keys().next_back().copied()
+    }
+
+    /// Validates a call's parameters and renders the statement.
+    pub fn render(
+        &self,
+        template: &Template,
+        input: &serde_json::Map<String, Value>,
+    ) -> Result<Rendered, RenderError> {
+        let now = chrono::Utc::now();
+        let meta = template.meta();
+        if let Some(unknown) = input.keys().find(|k| !meta.params.contains_key(*k)) {
+            let known: Vec<&str> = meta.params.keys().map(String::as_str).collect();
+            return Err(RenderError::Param(ParamError {
+                param: unknown.clone(),
+                rule: format!(
+                    "unknown parameter (this template takes: {})",
+                    known.join(", ")
+                ),
+            }));
+        }
+        let mut values = BTreeMap::new();
+        let mut typed = BTreeMap::new();
+        for (name, spec) in &meta.params {
+            let raw = match input.get(name).filter(|v| !v.is_null()) {
+                Some(v) => Some(v),
+                None if spec.required => {
+                    return Err(RenderError::Param(ParamError {
+                        param: name.clone(),
+                        rule: "is required".into(),
+                    }));
+                }
+                None => spec.default.as_ref(),
+            };
+            match raw {
+                Some(raw) => {
+                    let value = spec.coerce(raw, now).map_err(|rule| {
+                        RenderError::Param(ParamError {
+                            param: name.clone(),
+                            rule,
+                        })
+                    })?;
+                    values.insert(name.clone(), value.to_json());
+                    typed.insert(name.clone(), value);
+                }
+                None => {
+                    values.insert(name.clone(), Value::Null);
+                }
+            }
+        }
+        let sql = self
+            .env
+            .get_template(&template.file.key())
+            .and_then(|t| t.render(&values))
+            .map_err(|e| {
+                RenderError::Template(
+                    template
+                        .file
+                        .error(e.line().unwrap_or(1), format!("rendering failed: {e}")),
+                )
+            })?;
+        let checked = guard::check(&sql, &template.policy)
+            .map_err(|e| RenderError::Guard(template.file.error(0, e.to_string())))?;
+        let mut bindings = Vec::new();
+        let mut bound = BTreeSet::new();
+        for placeholder in &checked.placeholders {
+            if !bound.insert(placeholder.name.clone()) {
+                continue;
+            }
+            let Some(value) = typed.get(&placeholder.name) else {
+                return Err(RenderError::Param(ParamError {
+                    param: placeholder.name.clone(),
+                    rule: "has no value, but the query needs one".into(),
+                }));
+            };
+            bindings.push((placeholder.name.clone(), value.clone()));
+        }
+        Ok(Rendered {
+            sql,
+            bindings,
+            values,
+        })
+    }
+
+    /// Renders the template's examples and a call with defaults only, guarding each result and
+    /// checking every placeholder against the declared parameters.
+    fn check(&self, template: &Template) -> Vec<TemplateError> {
+        let mut errors = Vec::new();
+        let meta = template.meta();
+        let mut sets: Vec<(String, serde_json::Map<String, Value>)> = meta
+            .examples
+            .iter()
+            .map(|e| (format!("example {:?}", e.name), e.params.clone()))
+            .collect();
+        if meta.params.values().all(|p| !p.required) {
+            sets.push(("the defaults".into(), serde_json::Map::new()));
+        }
+        if sets.is_empty() {
+            errors.push(template.file.error(
+                0,
+                "a template with required parameters needs at least one example",
+            ));
+        }
+        for (label, params) in sets {
+            let rendered = match self.render(template, &params) {
+                Ok(r) => r,
+                Err(RenderError::Param(e)) => {
+                    errors.push(template.file.error(0, format!("{label}: parameter {e}")));
+                    continue;
+                }
+                Err(RenderError::Template(e)) => {
+                    errors.push(TemplateError {
+                        message: format!("{label}: {}", e.message),
+                        ..e
+                    });
+                    continue;
+                }
+                Err(RenderError::Guard(e)) => {
+                    errors.push(TemplateError {
+                        message: format!("{label}: the rendered SQL is refused: {}", e.message),
+                        ..e
+                    });
+                    continue;
+                }
+            };
+            let (placeholders, _) = crate::sql::placeholders::extract(&rendered.sql);
+            for placeholder in placeholders {
+                let Some(spec) = meta.params.get(&placeholder.name) else {
+                    errors.push(template.file.error(
+                        0,
+                        format!(
+                            "{label}: placeholder {{{}:{}}} is not a declared parameter",
+                            placeholder.name, placeholder.ty
+                        ),
+                    ));
+                    continue;
+                };
+                let declared = spec.param_type();
+                if ParamType::parse(&placeholder.ty) != Some(declared) {
+                    errors.push(template.file.error(
+                        0,
+                        format!(
+                            "{label}: placeholder {{{}:{}}} does not match the declared type {}",
+                            placeholder.name,
+                            placeholder.ty,
+                            declared.clickhouse()
+                        ),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// Why a call could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The caller's fault: a 400.
+    #[error(transparent)]
+    Param(ParamError),
+    /// The template's fault (a combination its checks did not cover): a 500, logged.
+    #[error(transparent)]
+    Template(TemplateError),
+    #[error(transparent)]
+    Guard(TemplateError),
+}
+
+/// Settings a template may set in a `SETTINGS` clause.
+pub const ALLOWED_SETTINGS: &[&str] = &[
+    "max_threads",
+    "join_algorithm",
+    "max_bytes_before_external_group_by",
+    "max_bytes_before_external_sort",
+    "optimize_aggregation_in_order",
+    "allow_experimental_analyzer",
+    "enable_analyzer",
+    "joined_subquery_requires_alias",
+    "prefer_column_name_to_alias",
+];
+
+/// The catalog in use, swapped atomically on reload.
+#[derive(Clone)]
+pub struct CatalogHandle {
+    current: Arc<ArcSwap<Catalog>>,
+    database: Arc<String>,
+}
+
+impl CatalogHandle {
+    pub fn new(catalog: Catalog, database: &str) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(catalog)),
+            database: Arc::new(database.to_string()),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    /// Loads the directory again; on any error the current catalog stays in use.
+    pub fn reload(&self) -> Result<usize, Vec<TemplateError>> {
+        let dir = self.get().dir.clone();
+        match Catalog::load(&dir, &self.database) {
+            Ok(catalog) => {
+                let count = catalog.all().count();
+                self.current.store(Arc::new(catalog));
+                metrics::counter!("chgate_catalog_reloads_total", "outcome" => "ok").increment(1);
+                tracing::info!(templates = count, "template catalog reloaded");
+                Ok(count)
+            }
+            Err(errors) => {
+                metrics::counter!("chgate_catalog_reloads_total", "outcome" => "rejected")
+                    .increment(1);
+                for e in &errors {
+                    tracing::error!(error = %e, "template catalog reload rejected; keeping the previous catalog");
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP and when a file under the directory changes (polled every `every`).
+    pub fn watch(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let handle = self.clone();
+        tokio::spawn(async move {
+            let mut last = fingerprint(&handle.get().dir);
+            #[cfg(unix)]
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let signal = async {
+                    match hangup.as_mut() {
+                        Some(s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let signal = std::future::pending::<()>();
+                let forced = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => false,
+                    _ = signal => true,
+                };
+                let now = fingerprint(&handle.get().dir);
+                if forced || now != last {
+                    last = now;
+                    let _ = handle.reload();
+                }
+            }
+        });
+    }
+}
+
+/// Names, sizes and modification times of every file under `dir`.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let path = entry.path();
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(path),
+                Ok(m) => out.push((path, m.len(), m.modified().ok())),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
