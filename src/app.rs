@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyStore;
+use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Settings;
 use crate::ingest::{Pipeline, Workers};
 use crate::storage::clickhouse::ClickHouse;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub keys: KeyStore,
     /// Event ingestion.
     pub pipeline: Pipeline,
+    /// Query templates, swapped atomically on reload.
+    pub catalog: CatalogHandle,
 }
 
 impl AppState {
@@ -42,6 +45,9 @@ impl AppState {
             .filter(|url| !url.is_empty())
             .map(|url| Redis::new(url.expose()))
             .transpose()?;
+        let catalog =
+            Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
+        let catalog = CatalogHandle::new(catalog, &settings.clickhouse.database);
         let clickhouse = ClickHouse::new(&settings.clickhouse);
         let (pipeline, workers) = Pipeline::start(
             &settings,
@@ -54,6 +60,7 @@ impl AppState {
             postgres,
             redis,
             pipeline,
+            catalog,
             settings: Arc::new(settings),
         };
         Ok((state, workers))
@@ -80,11 +87,18 @@ impl Application {
             tracing::warn!("ingest.wal is off: acknowledged events not yet in ClickHouse are lost if the gateway crashes");
         }
         let (state, workers) = AppState::new(settings)?;
+        let shutdown = CancellationToken::new();
+        let poll = state.settings.catalog.reload_poll_ms;
+        if poll > 0 {
+            state
+                .catalog
+                .watch(std::time::Duration::from_millis(poll), shutdown.clone());
+        }
         Ok(Self {
             listener,
             state,
             workers,
-            shutdown: CancellationToken::new(),
+            shutdown,
         })
     }
 

@@ -67,6 +67,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Check the query templates (the gate for pull requests): metadata, rendering of every
+    /// example, the SQL guard, parameter types; with --live also EXPLAIN and fixture tests.
+    Check {
+        /// Template directory (default: catalog.dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also run against ClickHouse: EXPLAIN every example and run the fixture tests.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Print the OpenAPI document of the template endpoints.
+    Openapi {
+        /// Template directory (default: catalog.dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Benchmarks against a running gateway.
     Bench {
         #[command(subcommand)]
@@ -189,6 +205,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = crate::bench::ingest(&bench).await?;
             write_out(report.render(&bench).trim_end())
         }
+        Command::Check { dir, live } => {
+            let dir = dir.unwrap_or_else(|| settings.catalog.dir.clone());
+            let report = crate::check::run(&settings, &dir, live).await?;
+            write_out(report.text.trim_end())?;
+            if report.failures > 0 {
+                bail!("{} problem(s) in {}", report.failures, dir.display());
+            }
+            Ok(())
+        }
+        Command::Openapi { dir } => {
+            let dir = dir.unwrap_or_else(|| settings.catalog.dir.clone());
+            let catalog =
+                crate::catalog::Catalog::load_or_explain(&dir, &settings.clickhouse.database)?;
+            write_out(&serde_json::to_string_pretty(
+                &crate::query::openapi::document(&catalog),
+            )?)
+        }
         Command::Seed { users, days, seed } => {
             let plan = crate::seed::SeedPlan {
                 users,
@@ -215,7 +248,15 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<()> {
     if migrate {
         crate::migrate::run(&settings).await?;
     } else {
-        let pending = crate::migrate::pending(&settings).await?;
+        let pending = match crate::migrate::pending(&settings).await {
+            Ok(pending) => pending,
+            // Unreachable stores must not keep the gateway down: it accepts events into its
+            // write-ahead log and reports not-ready until they are back.
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "cannot check for pending migrations; starting anyway");
+                crate::migrate::Pending::default()
+            }
+        };
         if !pending.is_empty() {
             bail!(
                 "the databases have pending migrations (ClickHouse: [{}], Postgres: [{}]); \

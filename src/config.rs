@@ -27,6 +27,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub geoip: GeoIpSettings,
     pub privacy: PrivacySettings,
+    pub catalog: CatalogSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -140,6 +141,24 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    /// Directory of query templates (`<name>/v<N>.sql`).
+    pub dir: PathBuf,
+    /// How often the directory is checked for changes (SIGHUP reloads at once); 0 disables.
+    pub reload_poll_ms: u64,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("queries"),
+            reload_poll_ms: 2000,
         }
     }
 }

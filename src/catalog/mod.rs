@@ -172,6 +172,17 @@ impl Catalog {
         }
     }
 
+    /// Like [`Catalog::load`], with every problem listed in one error.
+    pub fn load_or_explain(dir: &Path, database: &str) -> anyhow::Result<Self> {
+        Self::load(dir, database).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "the query templates have errors (see chgate check):\n  {}",
+                list.join("\n  ")
+            )
+        })
+    }
+
     /// Every template version.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Template>> {
         self.templates.values().flat_map(|v| v.values())

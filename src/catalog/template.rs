@@ -289,7 +289,11 @@ impl TemplateFile {
             .filter(|(_, spec)| spec.allowed.is_none())
             .map(|(name, _)| name.clone())
             .collect();
+        // `param | length` is a count, not the value: it may shape the SQL.
+        let length_of = regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_]*\s*\|\s*length\b")
+            .unwrap_or_else(|_| unreachable!());
         let identifiers = |text: &str| -> Vec<String> {
+            let text = length_of.replace_all(text, "");
             text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .filter(|w| !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()))
                 .map(str::to_string)

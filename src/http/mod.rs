@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ingest::http as ingest;
+use crate::query::http as query;
 
 /// Builds the REST API router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -28,6 +29,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/whoami", get(health::whoami))
+        .route("/v1/catalog", get(query::catalog))
+        .route("/v1/catalog/{name}", get(query::catalog_entry))
+        .route(
+            "/v1/queries/{name}",
+            get(query::run_latest).post(query::run_latest),
+        )
+        .route(
+            "/v1/queries/{name}/{version}",
+            get(query::run_version).post(query::run_version),
+        )
+        .route("/openapi.json", get(query::openapi))
+        .route("/docs", get(query::docs))
         .route("/v1/events", post(ingest::events))
         .route("/v1/batch", post(ingest::segment_batch))
         .route("/v1/track", post(ingest::segment_track))

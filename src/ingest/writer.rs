@@ -338,6 +338,7 @@ async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Re
         let found = counts.get(&id).copied().unwrap_or(0);
         if found >= expected {
             if found > expected {
+                metrics::counter!("chgate_ingest_duplicate_rows_total").increment(found - expected);
                 tracing::warn!(
                     segment = id,
                     expected,
@@ -418,20 +419,23 @@ struct Repaired {
 /// the latest).
 async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Result<Repaired> {
     let batches = wal.read_segment(id)?;
-    // Reading through the Buffer table sees rows still in the buffer as well as stored ones.
-    let present: HashSet<Uuid> = target
-        .client
-        .query(&format!(
-            "SELECT event_id FROM {} WHERE ingest_segment = ?",
-            target.table
-        ))
-        .bind(id)
-        .fetch_all::<Present>()
-        .await
-        .context("cannot list a segment's stored rows")?
-        .into_iter()
-        .map(|p| p.event_id)
-        .collect();
+    // Reading the Buffer table sees rows still in memory as well as stored ones, but a layer
+    // flushed while the read runs can be missed on both sides (ClickHouse snapshots `events`
+    // before it reads the buffer). A second read of `events`, started after the first finished,
+    // sees whatever such a flush wrote: the union is complete.
+    let mut present: HashSet<Uuid> = HashSet::new();
+    for table in [&target.table, &target.destination] {
+        let ids = target
+            .client
+            .query(&format!(
+                "SELECT event_id FROM {table} WHERE ingest_segment = ?"
+            ))
+            .bind(id)
+            .fetch_all::<Present>()
+            .await
+            .context("cannot list a segment's stored rows")?;
+        present.extend(ids.into_iter().map(|p| p.event_id));
+    }
     let distinct: HashSet<Uuid> = batches
         .iter()
         .flat_map(|b| b.rows.iter().map(|r| r.event_id))

@@ -18,24 +18,79 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, JoinOperator, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
+use sqlparser::ast::{
+    Expr, JoinOperator, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::parser::{Parser, ParserOptions};
 
 use super::placeholders::{self, Placeholder};
 
 /// Table functions that read no external data.
-pub const SAFE_TABLE_FUNCTIONS: &[&str] = &["numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series", "generateseries", "values", "null"];
+pub const SAFE_TABLE_FUNCTIONS: &[&str] = &[
+    "numbers",
+    "numbers_mt",
+    "zeros",
+    "zeros_mt",
+    "generate_series",
+    "generateseries",
+    "values",
+    "null",
+];
 
 /// Functions that read data from outside the tables of the query, or stall the server.
 const DENIED_FUNCTIONS: &[&str] = &[
-    "file", "url", "s3", "s3cluster", "remote", "remotesecure", "cluster", "clusterallreplicas", "mysql",
-    "postgresql", "jdbc", "odbc", "hdfs", "input", "executable", "azureblobstorage", "gcs", "mongodb",
-    "redis", "sqlite", "dictionary", "merge", "joinget", "joingetornull", "dictget", "dictgetordefault",
-    "dictgetornull", "dicthas", "dictgethierarchy", "dictisin", "dictgetchildren", "dictgetdescendants",
-    "sleep", "sleepeachrow", "getsetting", "getsettingordefault", "globalvariable", "filesystemavailable",
-    "filesystemcapacity", "filesystemunreserved", "icebergs3", "deltalake", "hudi", "iceberg", "view",
-    "viewifpermitted", "loop", "fuzzjson", "fuzzquery", "mergetreeindex", "mergetreeprojection",
+    "file",
+    "url",
+    "s3",
+    "s3cluster",
+    "remote",
+    "remotesecure",
+    "cluster",
+    "clusterallreplicas",
+    "mysql",
+    "postgresql",
+    "jdbc",
+    "odbc",
+    "hdfs",
+    "input",
+    "executable",
+    "azureblobstorage",
+    "gcs",
+    "mongodb",
+    "redis",
+    "sqlite",
+    "dictionary",
+    "merge",
+    "joinget",
+    "joingetornull",
+    "dictget",
+    "dictgetordefault",
+    "dictgetornull",
+    "dicthas",
+    "dictgethierarchy",
+    "dictisin",
+    "dictgetchildren",
+    "dictgetdescendants",
+    "sleep",
+    "sleepeachrow",
+    "getsetting",
+    "getsettingordefault",
+    "globalvariable",
+    "filesystemavailable",
+    "filesystemcapacity",
+    "filesystemunreserved",
+    "icebergs3",
+    "deltalake",
+    "hudi",
+    "iceberg",
+    "view",
+    "viewifpermitted",
+    "loop",
+    "fuzzjson",
+    "fuzzquery",
+    "mergetreeindex",
+    "mergetreeprojection",
 ];
 
 /// What a statement may touch.
@@ -66,8 +121,11 @@ impl Policy {
     }
 
     fn allows_table(&self, database: &str, table: &str) -> bool {
-        self.tables.contains(&(database.to_string(), table.to_string()))
-            || self.tables.contains(&(database.to_string(), "*".to_string()))
+        self.tables
+            .contains(&(database.to_string(), table.to_string()))
+            || self
+                .tables
+                .contains(&(database.to_string(), "*".to_string()))
     }
 }
 
@@ -114,15 +172,30 @@ pub fn check(sql: &str, policy: &Policy) -> Result<Checked, GuardError> {
     }
     let statement = &statements[0];
     let Statement::Query(query) = statement else {
-        let kind = statement.to_string().split_whitespace().next().unwrap_or("?").to_ascii_uppercase();
+        let kind = statement
+            .to_string()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_ascii_uppercase();
         return Err(GuardError::NotAQuery(kind));
     };
-    let mut walker = Walker { policy, scopes: Vec::new(), skip_relations: Vec::new(), array_joins: Vec::new(), tables: BTreeSet::new(), error: None };
+    let mut walker = Walker {
+        policy,
+        scopes: Vec::new(),
+        skip_relations: Vec::new(),
+        array_joins: Vec::new(),
+        tables: BTreeSet::new(),
+        error: None,
+    };
     let _ = query.visit(&mut walker);
     if let Some(error) = walker.error {
         return Err(error);
     }
-    Ok(Checked { placeholders, tables: walker.tables })
+    Ok(Checked {
+        placeholders,
+        tables: walker.tables,
+    })
 }
 
 struct Walker<'a> {
@@ -145,7 +218,9 @@ impl Walker<'_> {
     }
 
     fn in_scope(&self, name: &str) -> bool {
-        self.scopes.iter().any(|scope| scope.iter().any(|cte| cte == name))
+        self.scopes
+            .iter()
+            .any(|scope| scope.iter().any(|cte| cte == name))
     }
 
     /// Resolves a table name to `(database, table)` and checks it.
@@ -170,7 +245,10 @@ fn is_denied_function(name: &str) -> bool {
 }
 
 fn name_parts(name: &ObjectName) -> Option<Vec<String>> {
-    name.0.iter().map(|part| part.as_ident().map(|i| i.value.clone())).collect()
+    name.0
+        .iter()
+        .map(|part| part.as_ident().map(|i| i.value.clone()))
+        .collect()
 }
 
 impl Visitor for Walker<'_> {
@@ -191,7 +269,8 @@ impl Visitor for Walker<'_> {
         if query.format_clause.is_some() && !self.policy.allow_format {
             return self.fail(GuardError::Clause("a FORMAT clause"));
         }
-        if !query.locks.is_empty() || query.for_clause.is_some() || !query.pipe_operators.is_empty() {
+        if !query.locks.is_empty() || query.for_clause.is_some() || !query.pipe_operators.is_empty()
+        {
             return self.fail(GuardError::Clause("this clause"));
         }
         let names = query
@@ -205,7 +284,13 @@ impl Visitor for Walker<'_> {
                 return self.fail(GuardError::Clause("SELECT … INTO"));
             }
         }
-        if !matches!(query.body.as_ref(), SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::SetOperation { .. } | SetExpr::Values(_)) {
+        if !matches!(
+            query.body.as_ref(),
+            SetExpr::Select(_)
+                | SetExpr::Query(_)
+                | SetExpr::SetOperation { .. }
+                | SetExpr::Values(_)
+        ) {
             return self.fail(GuardError::NotAQuery("a data-modifying body".into()));
         }
         ControlFlow::Continue(())
@@ -221,7 +306,10 @@ impl Visitor for Walker<'_> {
             if let Some(index) = self.array_joins.iter().position(|n| n == name) {
                 // An ARRAY JOIN operand is a column or an expression, never a table.
                 self.array_joins.remove(index);
-                let function = name_parts(name).map(|p| p.join(".")).unwrap_or_default().to_ascii_lowercase();
+                let function = name_parts(name)
+                    .map(|p| p.join("."))
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 if args.is_some() && is_denied_function(&function) {
                     return self.fail(GuardError::Function(function));
                 }
@@ -230,15 +318,24 @@ impl Visitor for Walker<'_> {
             }
         }
         match factor {
-            TableFactor::Table { name, args: Some(_), .. } => {
-                let function = name_parts(name).map(|p| p.join(".")).unwrap_or_default().to_ascii_lowercase();
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                let function = name_parts(name)
+                    .map(|p| p.join("."))
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 if !self.policy.table_functions.contains(&function) {
                     return self.fail(GuardError::TableFunction(function));
                 }
                 self.skip_relations.push(name.clone());
                 ControlFlow::Continue(())
             }
-            TableFactor::Table { .. } | TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
+            TableFactor::Table { .. }
+            | TableFactor::Derived { .. }
+            | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
             TableFactor::UNNEST { .. } => ControlFlow::Continue(()),
             _ => self.fail(GuardError::Clause("this kind of table expression")),
         }
@@ -250,7 +347,9 @@ impl Visitor for Walker<'_> {
             for join in &from.joins {
                 let array_join = matches!(
                     join.join_operator,
-                    JoinOperator::ArrayJoin | JoinOperator::LeftArrayJoin | JoinOperator::InnerArrayJoin
+                    JoinOperator::ArrayJoin
+                        | JoinOperator::LeftArrayJoin
+                        | JoinOperator::InnerArrayJoin
                 );
                 if let (true, TableFactor::Table { name, .. }) = (array_join, &join.relation) {
                     self.array_joins.push(name.clone());
@@ -274,7 +373,10 @@ impl Visitor for Walker<'_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         match expr {
             Expr::Function(function) => {
-                let name = name_parts(&function.name).map(|p| p.join(".")).unwrap_or_default().to_ascii_lowercase();
+                let name = name_parts(&function.name)
+                    .map(|p| p.join("."))
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 if is_denied_function(&name) {
                     return self.fail(GuardError::Function(name));
                 }
@@ -315,7 +417,10 @@ mod tests {
     #[test]
     fn analytics_queries_pass_and_report_their_tables() {
         let checked = ok("SELECT day, uniqMerge(users) FROM dau_daily WHERE day BETWEEN {from:Date} AND {to:Date} GROUP BY day ORDER BY day");
-        assert_eq!(checked.tables, BTreeSet::from(["analytics.dau_daily".to_string()]));
+        assert_eq!(
+            checked.tables,
+            BTreeSet::from(["analytics.dau_daily".to_string()])
+        );
         assert_eq!(checked.placeholders.len(), 2);
         ok("WITH steps AS (SELECT actor_id, windowFunnel(86400)(timestamp, event = 'a', event = 'b') AS level FROM events GROUP BY actor_id) SELECT level, count() FROM steps GROUP BY level");
         ok("SELECT number FROM numbers(10)");
@@ -326,12 +431,30 @@ mod tests {
 
     #[test]
     fn anything_but_one_read_only_query_is_refused() {
-        assert!(matches!(denied("SELECT 1; DROP TABLE events"), GuardError::StatementCount(2)));
-        assert!(matches!(denied("DROP TABLE events"), GuardError::NotAQuery(_)));
-        assert!(matches!(denied("INSERT INTO events SELECT * FROM events"), GuardError::NotAQuery(_)));
-        assert!(matches!(denied("SYSTEM FLUSH LOGS"), GuardError::Unparseable(_)));
-        assert!(matches!(denied("ALTER TABLE events DELETE WHERE 1"), GuardError::Unparseable(_) | GuardError::NotAQuery(_)));
-        assert!(matches!(denied("SELECT * FROM events INTO OUTFILE 'x'"), GuardError::Unparseable(_) | GuardError::Clause(_)));
+        assert!(matches!(
+            denied("SELECT 1; DROP TABLE events"),
+            GuardError::StatementCount(2)
+        ));
+        assert!(matches!(
+            denied("DROP TABLE events"),
+            GuardError::NotAQuery(_)
+        ));
+        assert!(matches!(
+            denied("INSERT INTO events SELECT * FROM events"),
+            GuardError::NotAQuery(_)
+        ));
+        assert!(matches!(
+            denied("SYSTEM FLUSH LOGS"),
+            GuardError::Unparseable(_)
+        ));
+        assert!(matches!(
+            denied("ALTER TABLE events DELETE WHERE 1"),
+            GuardError::Unparseable(_) | GuardError::NotAQuery(_)
+        ));
+        assert!(matches!(
+            denied("SELECT * FROM events INTO OUTFILE 'x'"),
+            GuardError::Unparseable(_) | GuardError::Clause(_)
+        ));
     }
 
     #[test]
@@ -353,23 +476,48 @@ mod tests {
         let mut policy = policy();
         policy.tables = BTreeSet::from([("analytics".to_string(), "events".to_string())]);
         assert!(check("WITH secret AS (SELECT 1) SELECT * FROM secret", &policy).is_ok());
-        let escaped = "SELECT * FROM secret WHERE 1 IN (WITH secret AS (SELECT 1) SELECT * FROM secret)";
-        assert_eq!(check(escaped, &policy).unwrap_err(), GuardError::Table("analytics.secret".into()));
+        let escaped =
+            "SELECT * FROM secret WHERE 1 IN (WITH secret AS (SELECT 1) SELECT * FROM secret)";
+        assert_eq!(
+            check(escaped, &policy).unwrap_err(),
+            GuardError::Table("analytics.secret".into())
+        );
     }
 
     #[test]
     fn dangerous_functions_and_table_functions_are_refused() {
-        assert!(matches!(denied("SELECT * FROM url('http://x', CSV, 'a String')"), GuardError::TableFunction(_)));
-        assert!(matches!(denied("SELECT * FROM remote('h', analytics.events)"), GuardError::TableFunction(_)));
-        assert!(matches!(denied("SELECT file('/etc/passwd')"), GuardError::Function(_)));
-        assert!(matches!(denied("SELECT dictGetString('d', 'a', 1)"), GuardError::Function(_)));
-        assert!(matches!(denied("SELECT joinGet('j', 'v', 1)"), GuardError::Function(_)));
+        assert!(matches!(
+            denied("SELECT * FROM url('http://x', CSV, 'a String')"),
+            GuardError::TableFunction(_)
+        ));
+        assert!(matches!(
+            denied("SELECT * FROM remote('h', analytics.events)"),
+            GuardError::TableFunction(_)
+        ));
+        assert!(matches!(
+            denied("SELECT file('/etc/passwd')"),
+            GuardError::Function(_)
+        ));
+        assert!(matches!(
+            denied("SELECT dictGetString('d', 'a', 1)"),
+            GuardError::Function(_)
+        ));
+        assert!(matches!(
+            denied("SELECT joinGet('j', 'v', 1)"),
+            GuardError::Function(_)
+        ));
     }
 
     #[test]
     fn settings_and_format_clauses_follow_the_policy() {
-        assert_eq!(denied("SELECT 1 FROM events SETTINGS readonly = 0"), GuardError::Setting("readonly".into()));
-        assert!(matches!(denied("SELECT 1 FROM events FORMAT TabSeparated"), GuardError::Clause(_)));
+        assert_eq!(
+            denied("SELECT 1 FROM events SETTINGS readonly = 0"),
+            GuardError::Setting("readonly".into())
+        );
+        assert!(matches!(
+            denied("SELECT 1 FROM events FORMAT TabSeparated"),
+            GuardError::Clause(_)
+        ));
     }
 
     #[test]

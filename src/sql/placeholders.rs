@@ -80,7 +80,10 @@ fn parse_placeholder(text: &str) -> Option<(String, String, usize)> {
     let colon = rest.find(':')?;
     let name = rest[..colon].trim();
     let valid_name = !name.is_empty()
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid_name {
         return None;
@@ -114,8 +117,15 @@ mod tests {
     fn placeholders_are_found_with_nested_types_and_replaced() {
         let (found, sql) = extract("SELECT {a:Date}, x IN {ids:Array(Nullable(String))}\nWHERE t > {t:DateTime64(3, 'UTC')}");
         assert_eq!(
-            found.iter().map(|p| (p.name.as_str(), p.ty.as_str(), p.line)).collect::<Vec<_>>(),
-            vec![("a", "Date", 1), ("ids", "Array(Nullable(String))", 1), ("t", "DateTime64(3, 'UTC')", 2)]
+            found
+                .iter()
+                .map(|p| (p.name.as_str(), p.ty.as_str(), p.line))
+                .collect::<Vec<_>>(),
+            vec![
+                ("a", "Date", 1),
+                ("ids", "Array(Nullable(String))", 1),
+                ("t", "DateTime64(3, 'UTC')", 2)
+            ]
         );
         assert_eq!(sql, "SELECT (NULL), x IN (NULL)\nWHERE t > (NULL)");
     }

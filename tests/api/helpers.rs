@@ -50,6 +50,8 @@ pub fn test_settings() -> Settings {
     settings.ingest.wal_dir = std::env::temp_dir().join(format!("chgate-test-wal-{name}"));
     settings.ingest.flush_interval_ms = 50;
     settings.geoip.path = geoip_file();
+    settings.catalog.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    settings.catalog.reload_poll_ms = 0;
     settings
 }
 

@@ -14,5 +14,6 @@ mod import;
 mod ingest;
 mod keys;
 mod migrations;
+mod queries;
 mod rollups;
 mod settings;

@@ -1,0 +1,43 @@
+/*---
+description = """
+Rolling active users for each UTC day from `from` to `to`: distinct users active that day (DAU,
+granularity=day), in the 7 days ending that day (WAU, week) or in the 30 days ending that day (MAU,
+month). Bots excluded. Served from the dau_daily rollup."""
+roles = ["admin", "analyst", "marketer", "support", "service"]
+cache_ttl_secs = 300
+max_execution_secs = 15
+columns = { period = "Date", users = "UInt64" }
+
+[params.from]
+type = "Date"
+required = true
+
+[params.to]
+type = "Date"
+required = true
+
+[params.granularity]
+type = "String"
+default = "day"
+allowed = ["day", "week", "month"]
+description = "day = DAU, week = WAU (7-day window), month = MAU (30-day window)"
+
+[[examples]]
+name = "MAU over the last 90 days"
+params = { from = "today-90d", to = "today", granularity = "month" }
+
+[[examples]]
+name = "WAU in November"
+params = { from = "2026-11-01", to = "2026-11-30", granularity = "week" }
+---*/
+{% set window = {"day": 1, "week": 7, "month": 30}[granularity] %}
+SELECT period, uniqMerge(users) AS users
+FROM
+(
+    SELECT arrayJoin(arrayMap(k -> day + k, range(toUInt16({{ window }})))) AS period, users
+    FROM dau_daily
+    WHERE day BETWEEN {from:Date} - {{ window - 1 }} AND {to:Date}
+)
+WHERE period BETWEEN {from:Date} AND {to:Date}
+GROUP BY period
+ORDER BY period WITH FILL FROM {from:Date} TO {to:Date} + 1

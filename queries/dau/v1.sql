@@ -1,0 +1,44 @@
+/*---
+description = """
+Daily active users: distinct users (user_id, else anonymous_id) with at least one event on each
+UTC day from `from` to `to` inclusive, bots excluded. Days without activity are listed with 0.
+Served from the dau_daily rollup."""
+roles = ["admin", "analyst", "marketer", "support", "service"]
+cache_ttl_secs = 300
+max_execution_secs = 10
+columns = { day = "Date", users = "UInt64" }
+
+[params.from]
+type = "Date"
+required = true
+description = "First day (inclusive, UTC)"
+
+[params.to]
+type = "Date"
+required = true
+description = "Last day (inclusive, UTC)"
+
+[params.platform]
+type = "String"
+description = "Only this platform"
+allowed = ["web", "ios", "android", "desktop", "server", "other"]
+
+[params.country]
+type = "String"
+description = "Only this country (ISO 3166-1 alpha-2)"
+
+[[examples]]
+name = "last 30 days"
+params = { from = "today-30d", to = "today" }
+
+[[examples]]
+name = "iOS users in Russia in November 2026"
+params = { from = "2026-11-01", to = "2026-11-30", platform = "ios", country = "RU" }
+---*/
+SELECT day, uniqMerge(users) AS users
+FROM dau_daily
+WHERE day BETWEEN {from:Date} AND {to:Date}
+{% if platform %}  AND platform = {platform:String}
+{% endif %}{% if country %}  AND country = {country:String}
+{% endif %}GROUP BY day
+ORDER BY day WITH FILL FROM {from:Date} TO {to:Date} + 1

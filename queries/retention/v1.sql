@@ -1,0 +1,106 @@
+/*---
+description = """
+Cohort retention. A user's cohort is the period (UTC day, ISO week from Monday, or month) of their
+first event ever (or, with start_event, of their first start_event from `from` to `to`); cohorts
+start from `from` to `to` inclusive. retained at period_offset k counts cohort users with an event
+(or, with return_event, a return_event) in the k-th period after the cohort's; offset 0 is the
+cohort's own period. Offsets run 0..periods, up to the current period. Bots excluded."""
+roles = ["admin", "analyst", "marketer", "service"]
+cache_ttl_secs = 600
+max_execution_secs = 60
+columns = { cohort = "Date", cohort_size = "UInt64", period_offset = "UInt8", retained = "UInt64", retention_pct = "Float64" }
+
+[params.from]
+type = "Date"
+required = true
+
+[params.to]
+type = "Date"
+required = true
+
+[params.period]
+type = "String"
+default = "week"
+allowed = ["day", "week", "month"]
+
+[params.periods]
+type = "UInt8"
+default = 8
+min = 1
+max = 12
+
+[params.start_event]
+type = "String"
+description = "Cohort by the first time users did this (default: first seen)"
+
+[params.return_event]
+type = "String"
+description = "Count returns by this event (default: any event)"
+
+[[examples]]
+name = "weekly cohorts, last 8 weeks"
+params = { from = "today-56d", to = "today", period = "week", periods = 8 }
+
+[[examples]]
+name = "buyers coming back to buy again, monthly"
+params = { from = "2026-06-01", to = "2026-11-30", period = "month", periods = 6, start_event = "purchase", return_event = "purchase" }
+---*/
+{% set unit = period %}
+{% set bucket = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}[period] %}
+{% set add = {"day": "addDays", "week": "addWeeks", "month": "addMonths"}[period] %}
+WITH
+cohorts AS
+(
+{% if start_event %}
+    SELECT actor_id, {{ bucket }}(toDate(min(timestamp))) AS cohort
+    FROM events
+    WHERE event = {start_event:String} AND is_bot = 0
+      AND timestamp >= {from:Date} AND timestamp < {to:Date} + 1
+    GROUP BY actor_id
+{% else %}
+    SELECT actor_id, {{ bucket }}(first_day) AS cohort
+    FROM
+    (
+        SELECT actor_id, toDate(min(first_seen)) AS first_day
+        FROM user_first_seen
+        GROUP BY actor_id
+    )
+    WHERE first_day BETWEEN {from:Date} AND {to:Date}
+{% endif %}
+),
+activity AS
+(
+    SELECT DISTINCT actor_id, {{ bucket }}(toDate(timestamp)) AS active
+    FROM events
+    WHERE is_bot = 0
+      AND timestamp >= {{ bucket }}({from:Date})
+      AND actor_id IN (SELECT actor_id FROM cohorts)
+{% if return_event %}      AND event = {return_event:String}
+{% endif %}
+),
+sizes AS
+(
+    SELECT cohort, count() AS cohort_size FROM cohorts GROUP BY cohort
+),
+returns AS
+(
+    SELECT c.cohort AS cohort, toUInt8(dateDiff('{{ unit }}', c.cohort, a.active)) AS period_offset, uniqExact(a.actor_id) AS retained
+    FROM cohorts AS c
+    INNER JOIN activity AS a ON a.actor_id = c.actor_id
+    WHERE a.active >= c.cohort AND dateDiff('{{ unit }}', c.cohort, a.active) <= {periods:UInt8}
+    GROUP BY cohort, period_offset
+)
+SELECT
+    s.cohort AS cohort,
+    s.cohort_size AS cohort_size,
+    o.period_offset AS period_offset,
+    r.retained AS retained,
+    round(100 * r.retained / s.cohort_size, 2) AS retention_pct
+FROM sizes AS s
+CROSS JOIN
+(
+    SELECT toUInt8(number) AS period_offset FROM numbers(toUInt64({periods:UInt8}) + 1)
+) AS o
+LEFT JOIN returns AS r ON r.cohort = s.cohort AND r.period_offset = o.period_offset
+WHERE {{ add }}(s.cohort, o.period_offset) <= {{ bucket }}(today())
+ORDER BY cohort, period_offset

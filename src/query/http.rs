@@ -1,0 +1,369 @@
+//! Template endpoints: the catalog, running a template, the OpenAPI document and the docs page.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::{collect_json, start, Attribution, Format};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::catalog::{Catalog, RenderError, Template};
+use crate::error::ApiError;
+use crate::http::request_id::current_request_id;
+use crate::ingest::http::read_body;
+
+/// Largest JSON body of a template call.
+const MAX_PARAMS_BODY: usize = 1024 * 1024;
+
+/// `GET /v1/catalog`: every template with its versions.
+pub async fn catalog(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
+    let catalog = state.catalog.get();
+    let templates: Vec<Value> = catalog
+        .names()
+        .filter_map(|(name, versions)| {
+            let latest = versions.values().next_back()?;
+            Some(json!({
+                "name": name,
+                "latest": latest.version(),
+                "versions": versions.keys().collect::<Vec<_>>(),
+                "description": latest.meta().description,
+                "params": params_json(latest),
+                "deprecated": versions.values().filter(|t| t.meta().deprecated.is_some()).map(|t| t.version()).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    Json(json!({ "templates": templates }))
+}
+
+/// `GET /v1/catalog/{name}`: every version in detail, with example calls.
+pub async fn catalog_entry(
+    State(state): State<AppState>,
+    _principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let catalog = state.catalog.get();
+    let versions = catalog
+        .names()
+        .find(|(n, _)| **n == name)
+        .map(|(_, v)| v)
+        .ok_or_else(|| unknown_template(&catalog, &name))?;
+    let detail: Vec<Value> = versions.values().map(|t| version_json(t)).collect();
+    Ok(Json(
+        json!({ "name": name, "latest": catalog.latest_version(&name), "versions": detail }),
+    ))
+}
+
+fn params_json(template: &Template) -> Value {
+    Value::Array(
+        template
+            .meta()
+            .params
+            .iter()
+            .map(|(name, spec)| {
+                json!({
+                    "name": name,
+                    "type": spec.param_type().clickhouse(),
+                    "required": spec.required,
+                    "default": spec.default,
+                    "description": spec.description,
+                    "allowed": spec.allowed,
+                    "min": spec.min,
+                    "max": spec.max,
+                    "min_items": spec.min_items,
+                    "max_items": spec.max_items,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn version_json(template: &Template) -> Value {
+    let meta = template.meta();
+    let path = format!("/v1/queries/{}/v{}", template.name(), template.version());
+    let examples: Vec<Value> = meta
+        .examples
+        .iter()
+        .map(|e| {
+            let query: Vec<String> = e
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Array(items) => items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(","),
+                        other => other.to_string(),
+                    };
+                    format!("{k}={}", url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>())
+                })
+                .collect();
+            json!({"name": e.name, "params": e.params, "call": format!("GET {path}?{}", query.join("&"))})
+        })
+        .collect();
+    json!({
+        "version": template.version(),
+        "path": path,
+        "description": meta.description,
+        "params": params_json(template),
+        "columns": meta.columns,
+        "roles": meta.roles,
+        "cache_ttl_secs": meta.cache_ttl_secs,
+        "max_execution_secs": meta.max_execution_secs,
+        "max_rows": meta.max_rows,
+        "examples": examples,
+        "deprecated": meta.deprecated,
+    })
+}
+
+fn unknown_template(catalog: &Catalog, name: &str) -> ApiError {
+    let known: Vec<&str> = catalog.names().map(|(n, _)| n.as_str()).collect();
+    ApiError::not_found(
+        "unknown_template",
+        format!(
+            "no template named {name:?} (available: {})",
+            known.join(", ")
+        ),
+    )
+}
+
+/// `GET|POST /v1/queries/{name}`: the latest version.
+pub async fn run_latest(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    run(state, principal, name, None, method, query, headers, body).await
+}
+
+/// `GET|POST /v1/queries/{name}/v{N}`: a pinned version.
+pub async fn run_version(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let number = version
+        .strip_prefix('v')
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_version",
+                format!("version {version:?} must look like v1, v2, …"),
+            )
+        })?;
+    run(
+        state,
+        principal,
+        name,
+        Some(number),
+        method,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    state: AppState,
+    principal: Principal,
+    name: String,
+    version: Option<u32>,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let catalog = state.catalog.get();
+    let template = catalog.get(&name, version).ok_or_else(|| match version {
+        Some(v) if catalog.latest_version(&name).is_some() => {
+            ApiError::not_found("unknown_version", format!("{name} has no version v{v}"))
+        }
+        _ => unknown_template(&catalog, &name),
+    })?;
+    if !template.meta().roles.contains(&principal.role) {
+        return Err(ApiError::forbidden(
+            "template_not_allowed",
+            format!(
+                "role {:?} may not run {}/v{} (allowed: {})",
+                principal.role,
+                name,
+                template.version(),
+                template.meta().roles.join(", ")
+            ),
+        ));
+    }
+    let (mut params, mut format) = query_params(query.as_deref(), template)?;
+    if method == Method::POST {
+        let bytes = read_body(body, &headers, MAX_PARAMS_BODY).await?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let Value::Object(object) = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("body: invalid JSON: {e}"))
+            })?
+            else {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "body: must be a JSON object of parameters",
+                ));
+            };
+            for (key, value) in object {
+                if key == "format" {
+                    format = Some(parse_format(value.as_str().unwrap_or_default())?);
+                } else if params.insert(key.clone(), value).is_some() {
+                    return Err(ApiError::bad_request(
+                        "duplicate_parameter",
+                        format!("{key}: given both in the query string and the body"),
+                    ));
+                }
+            }
+        }
+    }
+    let format = format
+        .or_else(|| {
+            headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Format::from_accept)
+        })
+        .unwrap_or(Format::Json);
+    let rendered = catalog.render(template, &params).map_err(|e| match e {
+        RenderError::Param(p) => ApiError::bad_request("invalid_parameter", p.to_string()),
+        RenderError::Template(e) | RenderError::Guard(e) => {
+            ApiError::Internal(anyhow::anyhow!("{e}"))
+        }
+    })?;
+    let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let who = Attribution {
+        request_id: &request_id,
+        principal: &principal,
+    };
+    let started = std::time::Instant::now();
+    let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
+    let labels = [
+        ("template", template.name().to_string()),
+        ("format", format.name().to_string()),
+    ];
+    let mut response = if format == Format::Json {
+        let result = collect_json(running, template).await?;
+        metrics::histogram!("chgate_query_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        Json(result).into_response()
+    } else {
+        // Streamed as ClickHouse produces it; never buffered whole.
+        let stream = futures_util::stream::unfold(running.cursor, |mut cursor| async move {
+            match cursor.next().await {
+                Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), cursor)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "streaming a template result failed");
+                    Some((Err(std::io::Error::other(e.to_string())), cursor))
+                }
+            }
+        });
+        metrics::histogram!("chgate_query_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        let mut response = Response::new(Body::from_stream(stream));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        response
+    };
+    metrics::counter!("chgate_queries_total", &labels).increment(1);
+    deprecation_headers(template, response.headers_mut());
+    Ok(response)
+}
+
+fn parse_format(text: &str) -> Result<Format, ApiError> {
+    Format::parse(text).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("format: must be one of json, csv, tsv, ndjson, got {text:?}"),
+        )
+    })
+}
+
+/// Parameters from a query string: repeated keys make arrays; `format` is the output format.
+fn query_params(
+    query: Option<&str>,
+    template: &Template,
+) -> Result<(Map<String, Value>, Option<Format>), ApiError> {
+    let mut params: Map<String, Value> = Map::new();
+    let mut format = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == "format" {
+            format = Some(parse_format(&value)?);
+            continue;
+        }
+        let is_array =
+            template.meta().params.get(key.as_ref()).is_some_and(|s| {
+                matches!(s.param_type(), crate::catalog::params::ParamType::Array(_))
+            });
+        let key = key.trim_end_matches("[]").to_string();
+        match params.get_mut(&key) {
+            Some(Value::Array(items)) if is_array => items.push(Value::String(value.into_owned())),
+            Some(existing) if is_array => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, Value::String(value.into_owned())]);
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "duplicate_parameter",
+                    format!("{key}: given more than once, but it is not an array"),
+                ));
+            }
+            None => {
+                params.insert(key, Value::String(value.into_owned()));
+            }
+        }
+    }
+    Ok((params, format))
+}
+
+fn deprecation_headers(template: &Template, headers: &mut HeaderMap) {
+    let Some(deprecation) = &template.meta().deprecated else {
+        return;
+    };
+    headers.insert("deprecation", HeaderValue::from_static("true"));
+    if let Some(sunset) = deprecation.sunset.and_then(|d| d.and_hms_opt(0, 0, 0)) {
+        let text = sunset
+            .and_utc()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            headers.insert("sunset", value);
+        }
+    }
+    if let Some(successor) = &deprecation.successor {
+        let link = format!(
+            "</v1/queries/{}/{successor}>; rel=\"successor-version\"",
+            template.name()
+        );
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, value);
+        }
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(super::openapi::document(&state.catalog.get()))
+}
+
+/// `GET /docs`: a self-contained page describing every template (no external assets).
+pub async fn docs(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        Html(super::openapi::docs_page(&state.catalog.get())),
+    )
+}

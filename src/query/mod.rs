@@ -1,0 +1,210 @@
+//! Running rendered templates on ClickHouse: limits, attribution, formats.
+
+pub mod http;
+pub mod openapi;
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::auth::Principal;
+use crate::catalog::{Rendered, Template};
+use crate::error::ApiError;
+
+/// Output formats of template endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    Tsv,
+    Ndjson,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "json" => Self::Json,
+            "csv" => Self::Csv,
+            "tsv" => Self::Tsv,
+            "ndjson" | "jsonl" | "jsoneachrow" => Self::Ndjson,
+            _ => return None,
+        })
+    }
+
+    /// From an `Accept` header; `None` when it names none of ours.
+    pub fn from_accept(accept: &str) -> Option<Self> {
+        accept.split(',').find_map(
+            |part| match part.split(';').next().unwrap_or_default().trim() {
+                "application/json" => Some(Self::Json),
+                "text/csv" => Some(Self::Csv),
+                "text/tab-separated-values" => Some(Self::Tsv),
+                "application/x-ndjson" | "application/jsonl" => Some(Self::Ndjson),
+                _ => None,
+            },
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Csv => "csv",
+            Self::Tsv => "tsv",
+            Self::Ndjson => "ndjson",
+        }
+    }
+
+    fn clickhouse(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::Csv => "CSVWithNames",
+            Self::Tsv => "TSVWithNames",
+            Self::Ndjson => "JSONEachRow",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Tsv => "text/tab-separated-values; charset=utf-8",
+            Self::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
+/// Who runs what, for `log_comment` and `query_id`.
+pub struct Attribution<'a> {
+    pub request_id: &'a str,
+    pub principal: &'a Principal,
+}
+
+/// A query on its way: ClickHouse's response body, streamed.
+pub struct Running {
+    pub cursor: clickhouse::query::BytesCursor,
+    pub started: Instant,
+}
+
+/// Starts a rendered template on ClickHouse with the template's limits.
+pub fn start(
+    client: &clickhouse::Client,
+    template: &Template,
+    rendered: &Rendered,
+    format: Format,
+    who: &Attribution<'_>,
+) -> Result<Running, ApiError> {
+    let meta = template.meta();
+    let comment = json!({
+        "template": template.name(),
+        "version": template.version(),
+        "key_id": who.principal.key_id,
+        "key": who.principal.name,
+        "role": who.principal.role,
+    });
+    let mut query = client
+        .query(&rendered.sql)
+        .with_setting("readonly", "1")
+        .with_setting("max_execution_time", meta.max_execution_secs.to_string())
+        .with_setting("max_result_rows", meta.max_rows.to_string())
+        .with_setting("result_overflow_mode", "throw")
+        .with_setting("query_id", who.request_id)
+        .with_setting("log_comment", comment.to_string())
+        .with_setting("output_format_json_quote_64bit_integers", "0")
+        .with_setting("output_format_json_quote_decimals", "0")
+        .with_setting("output_format_json_named_tuples_as_objects", "1");
+    for (name, value) in &rendered.bindings {
+        query = query.param(name, value);
+    }
+    // The statement text is ours (rendered and guarded), so the client's `?` binding is off.
+    let cursor = query
+        .fetch_bytes(format.clickhouse())
+        .map_err(|e| clickhouse_error(&e))?;
+    Ok(Running {
+        cursor,
+        started: Instant::now(),
+    })
+}
+
+/// Reads a JSON result and reshapes it: `{query, version, meta, data, rows, statistics}`.
+pub async fn collect_json(running: Running, template: &Template) -> Result<Value, ApiError> {
+    let mut cursor = running.cursor;
+    let bytes: Bytes = cursor.collect().await.map_err(|e| clickhouse_error(&e))?;
+    let mut result: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!("ClickHouse returned invalid JSON: {e}"))
+    })?;
+    let statistics = result.get("statistics").cloned().unwrap_or_default();
+    Ok(json!({
+        "query": template.name(),
+        "version": template.version(),
+        "meta": result["meta"].take(),
+        "data": result["data"].take(),
+        "rows": result["rows"].take(),
+        "statistics": {
+            "elapsed_ms": running.started.elapsed().as_secs_f64() * 1000.0,
+            "server_elapsed_ms": statistics["elapsed"].as_f64().map(|s| s * 1000.0),
+            "rows_read": statistics["rows_read"],
+            "bytes_read": statistics["bytes_read"],
+        }
+    }))
+}
+
+/// The ClickHouse error code in a response's text (`Code: 159. DB::Exception: …`).
+pub fn error_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Maps a ClickHouse failure of a template run onto the HTTP boundary.
+pub fn clickhouse_error(error: &clickhouse::error::Error) -> ApiError {
+    let text = error.to_string();
+    match error_code(&text) {
+        Some(159) => ApiError::Unavailable {
+            code: "query_timeout",
+            message: "the query took longer than this template's max_execution_secs; narrow the time range".into(),
+            retry_after: None,
+        },
+        Some(158 | 396) => ApiError::bad_request(
+            "result_too_large",
+            "the result has more rows than this template's max_rows; narrow the parameters",
+        ),
+        Some(241 | 202 | 203) => ApiError::Unavailable {
+            code: "clickhouse_overloaded",
+            message: "ClickHouse is out of memory or connections for this query; retry later".into(),
+            retry_after: Some(std::time::Duration::from_secs(5)),
+        },
+        Some(code) => ApiError::Internal(anyhow::anyhow!("ClickHouse error {code}: {text}")),
+        None if matches!(error, clickhouse::error::Error::Network(_)) => ApiError::Unavailable {
+            code: "clickhouse_unavailable",
+            message: "ClickHouse cannot be reached; retry shortly".into(),
+            retry_after: Some(std::time::Duration::from_secs(2)),
+        },
+        None => ApiError::Internal(anyhow::anyhow!("ClickHouse query failed: {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_read_from_clickhouse_messages() {
+        assert_eq!(
+            error_code("bad response: Code: 159. DB::Exception: Timeout exceeded"),
+            Some(159)
+        );
+        assert_eq!(error_code("network error"), None);
+    }
+
+    #[test]
+    fn formats_come_from_names_and_accept_headers() {
+        assert_eq!(Format::parse("CSV"), Some(Format::Csv));
+        assert_eq!(
+            Format::from_accept("text/html, text/csv;q=0.9"),
+            Some(Format::Csv)
+        );
+        assert_eq!(Format::from_accept("*/*"), None);
+    }
+}
