@@ -544,3 +544,20 @@ async fn one_batch_with_a_signup_and_several_orders_of_one_user_is_mirrored_in_o
     }
     assert_eq!(counts, (4, 2, 1), "orders, products, signed-up users");
 }
+
+#[tokio::test]
+async fn the_row_type_matches_the_buffer_table_column_for_column() {
+    // The writer inserts without per-row validation; this keeps the struct and the schema in step.
+    let app = TestApp::spawn().await;
+    let columns: Vec<String> = app
+        .clickhouse()
+        .query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'events_buffer' ORDER BY position")
+        .fetch_all()
+        .await
+        .unwrap();
+
+    let fields: Vec<&str> =
+        <chgate::ingest::row::EventRow as clickhouse::Row>::COLUMN_NAMES.to_vec();
+
+    assert_eq!(columns, fields);
+}

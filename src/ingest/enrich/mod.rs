@@ -114,26 +114,44 @@ impl Enricher {
             }
             Ok(())
         });
+        // Events of one batch usually come from one client: remember the last lookup of each step.
+        let mut last_geo: Option<(IpAddr, Geo)> = None;
         self.step("geo", &mut work, |w| {
             if let (Some(geo), Some(ip)) = (&self.geo, w.ip) {
+                let found = match &last_geo {
+                    Some((seen, found)) if *seen == ip => found.clone(),
+                    _ => {
+                        let found = geo.lookup(ip);
+                        last_geo = Some((ip, found.clone()));
+                        found
+                    }
+                };
                 let Geo {
                     country,
                     region,
                     city,
-                } = geo.lookup(ip);
+                } = found;
                 w.row.country = country;
                 w.row.region = region;
                 w.row.city = city;
             }
             Ok(())
         });
+        let mut last_ua: Option<(String, std::sync::Arc<ua::UaInfo>)> = None;
         self.step("user_agent", &mut work, |w| {
             let ua = if w.event.context.user_agent.is_empty() {
                 facts.user_agent.clone()
             } else {
                 std::mem::take(&mut w.event.context.user_agent)
             };
-            let info = self.ua.parse(&ua);
+            let info = match &last_ua {
+                Some((seen, info)) if *seen == ua => info.clone(),
+                _ => {
+                    let info = self.ua.parse(&ua);
+                    last_ua = Some((ua.clone(), info.clone()));
+                    info
+                }
+            };
             w.row.browser = info.browser.clone();
             w.row.browser_version = info.browser_version.clone();
             // The SDK's own os/device facts are more precise than the UA's.
@@ -153,20 +171,38 @@ impl Enricher {
             w.row.user_agent = ua;
             Ok(())
         });
+        let mut last_traffic: Option<([String; 8], traffic::Traffic)> = None;
         self.step("traffic", &mut work, |w| {
             let c = &w.event.context;
-            let t = traffic::classify(&traffic::TrafficInput {
-                page_url: &c.page_url,
-                page_path: &c.page_path,
-                referrer: &c.page_referrer,
-                campaign: [
-                    &c.utm_source,
-                    &c.utm_medium,
-                    &c.utm_campaign,
-                    &c.utm_term,
-                    &c.utm_content,
-                ],
-            });
+            let key = [
+                &c.page_url,
+                &c.page_path,
+                &c.page_referrer,
+                &c.utm_source,
+                &c.utm_medium,
+                &c.utm_campaign,
+                &c.utm_term,
+                &c.utm_content,
+            ];
+            let t = match &last_traffic {
+                Some((seen, t)) if seen.iter().zip(key).all(|(a, b)| a == b) => t.clone(),
+                _ => {
+                    let t = traffic::classify(&traffic::TrafficInput {
+                        page_url: &c.page_url,
+                        page_path: &c.page_path,
+                        referrer: &c.page_referrer,
+                        campaign: [
+                            &c.utm_source,
+                            &c.utm_medium,
+                            &c.utm_campaign,
+                            &c.utm_term,
+                            &c.utm_content,
+                        ],
+                    });
+                    last_traffic = Some((key.map(|s| s.clone()), t.clone()));
+                    t
+                }
+            };
             w.row.page_path = t.page_path;
             w.row.referrer_host = t.referrer_host;
             w.row.channel = t.channel.to_string();
