@@ -15,5 +15,6 @@ mod ingest;
 mod keys;
 mod migrations;
 mod queries;
+mod reference;
 mod rollups;
 mod settings;
