@@ -116,6 +116,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         rate_secs: u64,
     },
+    /// Every template's first example through the gateway and directly on ClickHouse.
+    Queries {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A key whose role may run every template (admin).
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +231,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             write_out(&serde_json::to_string_pretty(
                 &crate::query::openapi::document(&catalog),
             )?)
+        }
+        Command::Bench { command: BenchCommand::Queries { url, key, iterations } } => {
+            let catalog = crate::catalog::Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
+            let bench = crate::bench::QueryBench {
+                url,
+                key,
+                iterations,
+                clickhouse_url: settings.clickhouse.url.clone(),
+                clickhouse_database: settings.clickhouse.database.clone(),
+                clickhouse_user: settings.clickhouse.user.clone(),
+                clickhouse_password: settings.clickhouse.password.expose().to_string(),
+            };
+            let timings = crate::bench::queries(&bench, &catalog).await?;
+            write_out(crate::bench::render_queries(&timings, iterations).trim_end())
         }
         Command::Seed { users, days, seed } => {
             let plan = crate::seed::SeedPlan {
