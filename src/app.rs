@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::auth::KeyStore;
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Settings;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     /// Query templates, swapped atomically on reload.
     pub catalog: CatalogHandle,
+    /// Roles, policies, row filters and JWT verification.
+    pub access: Access,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
         let catalog =
             Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
         let catalog = CatalogHandle::new(catalog, &settings.clickhouse.database);
+        let access = Access::load(&settings.access.policy, &settings.access.jwt)?;
         let clickhouse = ClickHouse::new(&settings.clickhouse);
         let (pipeline, workers) = Pipeline::start(
             &settings,
@@ -61,6 +65,7 @@ impl AppState {
             redis,
             pipeline,
             catalog,
+            access,
             settings: Arc::new(settings),
         };
         Ok((state, workers))

@@ -369,24 +369,46 @@ pub struct TemplateTiming {
 
 /// Runs every template's first example through the gateway and, with the same rendered SQL and
 /// parameters, directly against ClickHouse — alternating, so both see the same load.
-pub async fn queries(bench: &QueryBench, catalog: &crate::catalog::Catalog) -> anyhow::Result<Vec<TemplateTiming>> {
+pub async fn queries(
+    bench: &QueryBench,
+    catalog: &crate::catalog::Catalog,
+) -> anyhow::Result<Vec<TemplateTiming>> {
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let mut out = Vec::new();
-    for template in catalog.names().filter_map(|(name, _)| catalog.get(name, None)) {
-        let Some(example) = template.meta().examples.first() else { continue };
+    for template in catalog
+        .names()
+        .filter_map(|(name, _)| catalog.get(name, None))
+    {
+        let Some(example) = template.meta().examples.first() else {
+            continue;
+        };
         let rendered = catalog
             .render(template, &example.params)
             .map_err(|e| anyhow::anyhow!("{}: {e}", template.name()))?;
-        let gateway_url = format!("{}/v1/queries/{}/v{}", bench.url.trim_end_matches('/'), template.name(), template.version());
+        let gateway_url = format!(
+            "{}/v1/queries/{}/v{}",
+            bench.url.trim_end_matches('/'),
+            template.name(),
+            template.version()
+        );
         let mut direct_query: Vec<(String, String)> = vec![
             ("database".into(), bench.clickhouse_database.clone()),
             ("readonly".into(), "1".into()),
-            ("max_execution_time".into(), template.meta().max_execution_secs.to_string()),
-            ("max_result_rows".into(), template.meta().max_rows.to_string()),
+            (
+                "max_execution_time".into(),
+                template.meta().max_execution_secs.to_string(),
+            ),
+            (
+                "max_result_rows".into(),
+                template.meta().max_rows.to_string(),
+            ),
             ("result_overflow_mode".into(), "throw".into()),
             ("output_format_json_quote_64bit_integers".into(), "0".into()),
             ("output_format_json_quote_decimals".into(), "0".into()),
-            ("output_format_json_named_tuples_as_objects".into(), "1".into()),
+            (
+                "output_format_json_named_tuples_as_objects".into(),
+                "1".into(),
+            ),
         ];
         for (name, value) in &rendered.bindings {
             direct_query.push((format!("param_{name}"), param_text(value)));
@@ -408,7 +430,11 @@ pub async fn queries(bench: &QueryBench, catalog: &crate::catalog::Catalog) -> a
                 .unwrap_or(false);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             if i > 0 {
-                if ok { via.push(ms) } else { via_failed += 1 }
+                if ok {
+                    via.push(ms)
+                } else {
+                    via_failed += 1
+                }
             }
             let started = Instant::now();
             let response = client
@@ -425,7 +451,11 @@ pub async fn queries(bench: &QueryBench, catalog: &crate::catalog::Catalog) -> a
             };
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             if i > 0 {
-                if ok { direct.push(ms) } else { direct_failed += 1 }
+                if ok {
+                    direct.push(ms)
+                } else {
+                    direct_failed += 1
+                }
             }
         }
         let elapsed = Duration::ZERO;
@@ -451,7 +481,9 @@ fn param_text(value: &crate::catalog::params::ParamValue) -> String {
             let inner: Vec<String> = items
                 .iter()
                 .map(|i| match i {
-                    ParamValue::Str(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+                    ParamValue::Str(s) => {
+                        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+                    }
                     other => param_text(other),
                 })
                 .collect();
@@ -479,12 +511,21 @@ pub fn render_queries(timings: &[TemplateTiming], iterations: usize) -> String {
             t.direct.p99_ms,
             extra,
             t.gateway.p50_ms / t.direct.p50_ms.max(1e-9),
-            if t.gateway.failed + t.direct.failed > 0 { format!("  ({} gateway / {} direct failures)", t.gateway.failed, t.direct.failed) } else { String::new() }
+            if t.gateway.failed + t.direct.failed > 0 {
+                format!(
+                    "  ({} gateway / {} direct failures)",
+                    t.gateway.failed, t.direct.failed
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     added.sort_by(f64::total_cmp);
     if let Some(median) = added.get(added.len() / 2) {
-        out.push_str(&format!("median added latency at p50 across templates: {median:.2} ms\n"));
+        out.push_str(&format!(
+            "median added latency at p50 across templates: {median:.2} ms\n"
+        ));
     }
     out
 }

@@ -271,6 +271,7 @@ pub async fn load_events_into(
         now_ms: chrono::Utc::now().timestamp_millis(),
         enforce_window: false,
         trust_context_ip: true,
+        allowed_events: &[],
     };
     let mut valid = Vec::new();
     for (i, event) in events.iter().enumerate() {

@@ -77,6 +77,11 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Access control.
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
     /// Print the OpenAPI document of the template endpoints.
     Openapi {
         /// Template directory (default: catalog.dir).
@@ -90,6 +95,13 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Validate the policy file: syntax, roles, row filter expressions, template patterns that
+    /// match no template, tables that do not exist.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +236,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Access {
+            command: AccessCommand::Check,
+        } => {
+            let path = &settings.access.policy;
+            let policy = crate::access::policy::Policy::load(path)?;
+            let catalog = crate::catalog::Catalog::load_or_explain(
+                &settings.catalog.dir,
+                &settings.clickhouse.database,
+            )?;
+            let templates = catalog.names().map(|(n, _)| n.clone()).collect();
+            let tables = crate::migrate::clickhouse::tables()?;
+            let problems = policy.cross_check(&templates, &tables);
+            for problem in &problems {
+                write_out(&format!("error: {}: {problem}", path.display()))?;
+            }
+            if !problems.is_empty() {
+                bail!("{} problem(s) in {}", problems.len(), path.display());
+            }
+            write_out(&format!(
+                "ok: {} roles in {}",
+                policy.roles.len(),
+                path.display()
+            ))
+        }
         Command::Openapi { dir } => {
             let dir = dir.unwrap_or_else(|| settings.catalog.dir.clone());
             let catalog =
@@ -232,8 +268,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &crate::query::openapi::document(&catalog),
             )?)
         }
-        Command::Bench { command: BenchCommand::Queries { url, key, iterations } } => {
-            let catalog = crate::catalog::Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
+        Command::Bench {
+            command:
+                BenchCommand::Queries {
+                    url,
+                    key,
+                    iterations,
+                },
+        } => {
+            let catalog = crate::catalog::Catalog::load_or_explain(
+                &settings.catalog.dir,
+                &settings.clickhouse.database,
+            )?;
             let bench = crate::bench::QueryBench {
                 url,
                 key,

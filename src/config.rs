@@ -28,6 +28,7 @@ pub struct Settings {
     pub geoip: GeoIpSettings,
     pub privacy: PrivacySettings,
     pub catalog: CatalogSettings,
+    pub access: AccessSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -141,6 +142,56 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSettings {
+    /// Roles and their policies (templates, ingestion, BI tables, row filters, limits).
+    pub policy: PathBuf,
+    /// How often the policy file is checked for changes; 0 disables.
+    pub reload_poll_ms: u64,
+    pub jwt: JwtSettings,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            policy: PathBuf::from("config/access.toml"),
+            reload_poll_ms: 2000,
+            jwt: JwtSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    /// Shared secret of HS256 tokens (empty: HS256 not accepted). Never logged.
+    pub hs256_secret: Secret,
+    /// PEM files of RSA (RS256) or EC (ES256) public keys.
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS file with public keys (matched by `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            hs256_secret: Secret::default(),
+            public_keys: Vec::new(),
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
         }
     }
 }

@@ -120,6 +120,7 @@ impl Loader {
             now_ms: chrono::Utc::now().timestamp_millis(),
             enforce_window: false,
             trust_context_ip: true,
+            allowed_events: &[],
         };
         let facts = RequestFacts {
             client_ip: None,

@@ -1,5 +1,6 @@
 //! chgate: a SQL-first analytics gateway over ClickHouse.
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod bench;

@@ -165,7 +165,7 @@ impl KeyStore {
             None => KeyLookup::Unknown,
             Some(row) if row.revoked_at.is_some() => KeyLookup::Revoked,
             Some(row) => KeyLookup::Active(Principal {
-                key_id: row.id,
+                key_id: Some(row.id),
                 name: row.name,
                 role: row.role,
                 attributes: row.attributes.0,

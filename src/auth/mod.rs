@@ -30,7 +30,8 @@ pub const ROLES: &[&str] = &[
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Principal {
-    pub key_id: Uuid,
+    /// The API key, for key principals; `None` for JWT principals.
+    pub key_id: Option<Uuid>,
     pub name: String,
     pub role: String,
     /// Free attributes (claims) used by row filters, e.g. `developer_id`.
@@ -75,27 +76,47 @@ impl FromRequestParts<AppState> for Principal {
         let Some(key) = presented_key(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing_credentials",
-                "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+                "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`, or a JWT as `Authorization: Bearer <token>`",
             ));
         };
-        match state.keys.authenticate(&key).await {
-            Ok(KeyLookup::Active(principal)) => Ok(principal),
-            Ok(KeyLookup::Revoked) => Err(ApiError::unauthorized(
+        authenticate(state, &key).await
+    }
+}
+
+/// Authenticates an API key or (anything with two dots that is not a key) a JWT.
+pub async fn authenticate(state: &AppState, credential: &str) -> Result<Principal, ApiError> {
+    if !credential.starts_with(keys::KEY_PREFIX) && credential.matches('.').count() == 2 {
+        let result = state.access.jwt.verify(credential);
+        if let Err(e) = &result {
+            metrics::counter!("chgate_auth_failures_total", "reason" => e.code()).increment(1);
+        }
+        return result.map_err(|e| ApiError::unauthorized(e.code(), e.to_string()));
+    }
+    match state.keys.authenticate(credential).await {
+        Ok(KeyLookup::Active(principal)) => Ok(principal),
+        Ok(KeyLookup::Revoked) => {
+            metrics::counter!("chgate_auth_failures_total", "reason" => "revoked_api_key")
+                .increment(1);
+            Err(ApiError::unauthorized(
                 "revoked_api_key",
                 "this API key has been revoked",
-            )),
-            Ok(KeyLookup::Unknown) => Err(ApiError::unauthorized(
+            ))
+        }
+        Ok(KeyLookup::Unknown) => {
+            metrics::counter!("chgate_auth_failures_total", "reason" => "invalid_api_key")
+                .increment(1);
+            Err(ApiError::unauthorized(
                 "invalid_api_key",
                 "the API key is not valid",
-            )),
-            Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "key lookup failed");
-                Err(ApiError::Unavailable {
-                    code: "auth_unavailable",
-                    message: "credentials cannot be checked right now; retry shortly".into(),
-                    retry_after: Some(std::time::Duration::from_secs(1)),
-                })
-            }
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "key lookup failed");
+            Err(ApiError::Unavailable {
+                code: "auth_unavailable",
+                message: "credentials cannot be checked right now; retry shortly".into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            })
         }
     }
 }

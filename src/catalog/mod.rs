@@ -46,6 +46,8 @@ pub struct Rendered {
     pub bindings: Vec<(String, ParamValue)>,
     /// Every parameter's effective value (caller's, default, or null), for caching and audit.
     pub values: BTreeMap<String, Value>,
+    /// Tables the statement reads, as `database.table`.
+    pub tables: BTreeSet<String>,
 }
 
 /// Why a call's parameters are not acceptable (a 400 naming the parameter and the rule).
@@ -284,6 +286,7 @@ impl Catalog {
             sql,
             bindings,
             values,
+            tables: checked.tables,
         })
     }
 

@@ -19,8 +19,6 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 
-/// Roles that may send events.
-pub const INGEST_ROLES: &[&str] = &["ingest", "service", "admin"];
 /// Roles whose keys are server-side and trusted to state `context.ip`.
 pub const TRUSTED_ROLES: &[&str] = &["service", "admin"];
 
@@ -56,7 +54,7 @@ pub async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&principal)?;
+    let allowed_events = authorize(&state, &principal)?;
     let wait = query.wait()?;
     let limit = state.pipeline.settings.max_body_bytes;
     let bytes = read_body(body, &headers, limit).await?;
@@ -68,7 +66,7 @@ pub async fn events(
     };
     check_batch_size(&state, values.len() + parse_errors.len())?;
     let facts = facts(&state, peer, &headers);
-    let rules = rules(&state, &principal, facts.received_at_ms);
+    let rules = rules(&state, &principal, facts.received_at_ms, &allowed_events);
     // NDJSON lines that failed to parse keep their positions in the response.
     let (positions, values): (Vec<usize>, Vec<Value>) = values.into_iter().unzip();
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
@@ -97,7 +95,6 @@ pub async fn segment_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&principal)?;
     let bytes = read_body(body, &headers, state.pipeline.settings.max_body_bytes).await?;
     let Value::Object(mut envelope) = parse_document(&bytes)? else {
         return Err(ApiError::bad_request(
@@ -155,7 +152,6 @@ async fn segment_single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&principal)?;
     let bytes = read_body(body, &headers, state.pipeline.settings.max_body_bytes).await?;
     let message = parse_document(&bytes)?;
     segment_ingest(
@@ -182,10 +178,11 @@ async fn segment_ingest(
     kind: Option<&str>,
     envelope: Map<String, Value>,
 ) -> Result<Response, ApiError> {
+    let allowed_events = authorize(&state, &principal)?;
     let wait = query.wait()?;
     check_batch_size(&state, messages.len())?;
     let facts = facts(&state, peer, &headers);
-    let rules = rules(&state, &principal, facts.received_at_ms);
+    let rules = rules(&state, &principal, facts.received_at_ms, &allowed_events);
     let mut mapped = Vec::with_capacity(messages.len());
     let mut positions = Vec::with_capacity(messages.len());
     let mut rejected = Vec::new();
@@ -222,26 +219,32 @@ fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
     }
 }
 
-fn authorize(principal: &Principal) -> Result<(), ApiError> {
-    if INGEST_ROLES.contains(&principal.role.as_str()) {
-        return Ok(());
+fn authorize(state: &AppState, principal: &Principal) -> Result<Vec<String>, ApiError> {
+    let role = state.access.role(principal)?;
+    if !role.ingest {
+        return Err(ApiError::forbidden(
+            "ingest_not_allowed",
+            format!(
+                "role {:?} may not send events (see the access policy)",
+                principal.role
+            ),
+        ));
     }
-    Err(ApiError::forbidden(
-        "ingest_not_allowed",
-        format!(
-            "role {:?} may not send events (allowed: {})",
-            principal.role,
-            INGEST_ROLES.join(", ")
-        ),
-    ))
+    Ok(role.ingest_events)
 }
 
-fn rules<'a>(state: &'a AppState, principal: &Principal, now_ms: i64) -> Rules<'a> {
+fn rules<'a>(
+    state: &'a AppState,
+    principal: &Principal,
+    now_ms: i64,
+    allowed_events: &'a [String],
+) -> Rules<'a> {
     Rules {
         settings: &state.pipeline.settings,
         now_ms,
         enforce_window: true,
         trust_context_ip: TRUSTED_ROLES.contains(&principal.role.as_str()),
+        allowed_events,
     }
 }
 

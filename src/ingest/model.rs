@@ -101,6 +101,8 @@ pub struct Rules<'a> {
     pub enforce_window: bool,
     /// Whether `context.ip` is believed (trusted server keys only).
     pub trust_context_ip: bool,
+    /// Event names the sender may send (globs); empty allows all.
+    pub allowed_events: &'a [String],
 }
 
 const TOP_LEVEL: &[&str] = &[
@@ -126,6 +128,18 @@ pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
         ));
     };
     let event = take_event_name(&mut object)?;
+    if !rules.allowed_events.is_empty()
+        && !rules
+            .allowed_events
+            .iter()
+            .any(|p| crate::access::policy::glob(p, &event))
+    {
+        return Err(Rejection::new(
+            "event_not_allowed",
+            "event",
+            format!("{event:?} is not among the events this key may send"),
+        ));
+    }
     let event_id = match object.remove("event_id") {
         None | Some(Value::Null) => Uuid::now_v7(),
         Some(Value::String(s)) => Uuid::parse_str(&s)
@@ -479,6 +493,7 @@ mod tests {
                 now_ms: NOW,
                 enforce_window: true,
                 trust_context_ip: false,
+                allowed_events: &[],
             },
         )
     }
@@ -590,6 +605,7 @@ mod tests {
             now_ms: NOW,
             enforce_window: false,
             trust_context_ip: false,
+            allowed_events: &[],
         };
         let event = validate(
             json!({"event": "x", "user_id": "u", "timestamp": 1_000_000}),
@@ -651,6 +667,7 @@ mod tests {
             now_ms: NOW,
             enforce_window: true,
             trust_context_ip: true,
+            allowed_events: &[],
         };
         assert_eq!(
             validate(value, &rules).unwrap().context.ip,
@@ -680,5 +697,30 @@ mod tests {
     #[test]
     fn a_non_object_event_is_rejected() {
         assert_eq!(rejected(json!([1, 2])).code, "invalid_type");
+    }
+}
+
+#[cfg(test)]
+mod allowed_events_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_key_limited_to_some_events_gets_the_others_rejected() {
+        let settings = IngestSettings::default();
+        let allowed = vec!["game_*".to_string(), "purchase".to_string()];
+        let rules = Rules {
+            settings: &settings,
+            now_ms: 1_790_000_000_000,
+            enforce_window: true,
+            trust_context_ip: false,
+            allowed_events: &allowed,
+        };
+        assert!(validate(json!({"event": "game_view", "user_id": "u"}), &rules).is_ok());
+        let rejected = validate(json!({"event": "signup", "user_id": "u"}), &rules).unwrap_err();
+        assert_eq!(
+            (rejected.code, rejected.field.as_str()),
+            ("event_not_allowed", "event")
+        );
     }
 }

@@ -59,6 +59,23 @@ pub fn embedded() -> anyhow::Result<Vec<Migration>> {
         .collect()
 }
 
+/// Names of the tables the migrations create in the analytics database.
+pub fn tables() -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let pattern = regex::Regex::new(
+        r"(?i)CREATE\s+(?:MATERIALIZED\s+VIEW|TABLE)\s+IF\s+NOT\s+EXISTS\s+\$\{database\}\.([A-Za-z0-9_]+)",
+    )?;
+    Ok(embedded()?
+        .iter()
+        .flat_map(|m| {
+            pattern
+                .captures_iter(&m.sql)
+                .filter_map(|c| c.get(1))
+                .map(|t| t.as_str().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct Applied {
     version: u32,

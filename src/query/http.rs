@@ -191,7 +191,10 @@ async fn run(
         }
         _ => unknown_template(&catalog, &name),
     })?;
-    if !template.meta().roles.contains(&principal.role) {
+    let role = state.access.role(&principal)?;
+    if !template.meta().roles.contains(&principal.role)
+        || !role.allows_template(template.name(), template.version())
+    {
         return Err(ApiError::forbidden(
             "template_not_allowed",
             format!(
@@ -236,16 +239,45 @@ async fn run(
                 .and_then(Format::from_accept)
         })
         .unwrap_or(Format::Json);
-    let rendered = catalog.render(template, &params).map_err(|e| match e {
-        RenderError::Param(p) => ApiError::bad_request("invalid_parameter", p.to_string()),
-        RenderError::Template(e) | RenderError::Guard(e) => {
-            ApiError::Internal(anyhow::anyhow!("{e}"))
+    let render = |params: &Map<String, Value>| {
+        catalog.render(template, params).map_err(|e| match e {
+            RenderError::Param(p) => ApiError::bad_request("invalid_parameter", p.to_string()),
+            RenderError::Template(e) | RenderError::Guard(e) => {
+                ApiError::Internal(anyhow::anyhow!("{e}"))
+            }
+        })
+    };
+    // Parameters named like a row-filtered column are fixed to the caller's claim.
+    for (column, value) in crate::access::fixed_params(&role, &principal)? {
+        if !template.meta().params.contains_key(&column) {
+            continue;
         }
-    })?;
+        match params.get(&column) {
+            Some(given) if given.as_str() != Some(value.as_str()) => {
+                return Err(ApiError::forbidden(
+                    "row_filter_param",
+                    format!("{column}: fixed by your row filter; it cannot be set"),
+                ));
+            }
+            _ => {
+                params.insert(column, Value::String(value));
+            }
+        }
+    }
+    let rendered = render(&params)?;
+    let filters = crate::access::row_filters(
+        &role,
+        &principal,
+        state.clickhouse.database(),
+        &rendered.tables,
+    )?;
     let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let who = Attribution {
         request_id: &request_id,
         principal: &principal,
+        max_execution_secs: role.limits.max_execution_secs,
+        max_rows: role.limits.max_result_rows,
+        table_filters: filters.setting(),
     };
     let started = std::time::Instant::now();
     let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;

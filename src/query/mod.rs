@@ -73,10 +73,15 @@ impl Format {
     }
 }
 
-/// Who runs what, for `log_comment` and `query_id`.
+/// Who runs what, for `log_comment` and `query_id`, and the limits that apply to them.
 pub struct Attribution<'a> {
     pub request_id: &'a str,
     pub principal: &'a Principal,
+    /// The role's caps on the template's own limits.
+    pub max_execution_secs: u64,
+    pub max_rows: u64,
+    /// ClickHouse `additional_table_filters` from the role's row filters.
+    pub table_filters: Option<String>,
 }
 
 /// A query on its way: ClickHouse's response body, streamed.
@@ -104,14 +109,25 @@ pub fn start(
     let mut query = client
         .query(&rendered.sql)
         .with_setting("readonly", "1")
-        .with_setting("max_execution_time", meta.max_execution_secs.to_string())
-        .with_setting("max_result_rows", meta.max_rows.to_string())
+        .with_setting(
+            "max_execution_time",
+            meta.max_execution_secs
+                .min(who.max_execution_secs)
+                .to_string(),
+        )
+        .with_setting(
+            "max_result_rows",
+            meta.max_rows.min(who.max_rows).to_string(),
+        )
         .with_setting("result_overflow_mode", "throw")
         .with_setting("query_id", who.request_id)
         .with_setting("log_comment", comment.to_string())
         .with_setting("output_format_json_quote_64bit_integers", "0")
         .with_setting("output_format_json_quote_decimals", "0")
         .with_setting("output_format_json_named_tuples_as_objects", "1");
+    if let Some(filters) = &who.table_filters {
+        query = query.with_setting("additional_table_filters", filters.clone());
+    }
     for (name, value) in &rendered.bindings {
         query = query.param(name, value);
     }

@@ -52,8 +52,15 @@ pub fn test_settings() -> Settings {
     settings.geoip.path = geoip_file();
     settings.catalog.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
     settings.catalog.reload_poll_ms = 0;
+    settings.access.policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/access.toml");
+    settings.access.reload_poll_ms = 0;
+    settings.access.jwt.hs256_secret = Secret::new(JWT_SECRET);
     settings
 }
+
+/// The HS256 secret test gateways accept JWTs signed with.
+pub const JWT_SECRET: &str = "test-secret-with-enough-entropy-0123456789";
 
 /// The GeoIP database `scripts/test` fetched, if any.
 pub fn geoip_file() -> Option<std::path::PathBuf> {
@@ -209,6 +216,11 @@ impl TestApp {
 
     /// Creates an API key through the library, as `chgate keys create` does.
     pub async fn create_key(&self, role: &str) -> String {
+        self.create_key_with(role, &[]).await
+    }
+
+    /// Creates an API key with attributes (claims for row filters).
+    pub async fn create_key_with(&self, role: &str, attributes: &[(&str, &str)]) -> String {
         let store = chgate::auth::KeyStore::new(
             sqlx::PgPool::connect(self.settings().postgres.url.expose())
                 .await
@@ -218,7 +230,10 @@ impl TestApp {
             .create(
                 &format!("test-{}", uuid::Uuid::new_v4()),
                 role,
-                Default::default(),
+                attributes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             )
             .await
             .expect("key is created")

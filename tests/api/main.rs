@@ -7,6 +7,7 @@
     reason = "test code: a failed expectation is a failed test"
 )]
 
+mod access;
 mod durability;
 mod health;
 mod helpers;

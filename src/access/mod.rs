@@ -1,0 +1,232 @@
+//! Access control: who may do what (roles and policies from `config/access.toml`), row-level
+//! security from claims, and JWT authentication.
+
+pub mod jwt;
+pub mod policy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use self::policy::{sql_string, Policy, RolePolicy};
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// The policy in use (swapped atomically on reload) and the JWT verifier.
+#[derive(Clone)]
+pub struct Access {
+    policy: Arc<ArcSwap<Policy>>,
+    path: Arc<PathBuf>,
+    pub jwt: jwt::JwtVerifier,
+}
+
+/// A principal's row filters for one statement, resolved with its claims.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowFilters {
+    /// `database.table` → SQL condition, for ClickHouse's `additional_table_filters`.
+    pub tables: BTreeMap<String, String>,
+    /// Column → claim value: template parameters of that name are fixed to it.
+    pub fixed: BTreeMap<String, String>,
+}
+
+impl RowFilters {
+    /// The `additional_table_filters` setting value, or `None` without filters.
+    pub fn setting(&self) -> Option<String> {
+        if self.tables.is_empty() {
+            return None;
+        }
+        let entries: Vec<String> = self
+            .tables
+            .iter()
+            .map(|(t, c)| format!("{}: {}", sql_string(t), sql_string(c)))
+            .collect();
+        Some(format!("{{{}}}", entries.join(", ")))
+    }
+}
+
+impl Access {
+    pub fn load(path: &Path, jwt: &crate::config::JwtSettings) -> anyhow::Result<Self> {
+        let policy = Policy::load(path)?;
+        Ok(Self {
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            path: Arc::new(path.to_path_buf()),
+            jwt: jwt::JwtVerifier::new(jwt)?,
+        })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The role's policy; a role missing from the file may do nothing.
+    pub fn role(&self, principal: &Principal) -> Result<RolePolicy, ApiError> {
+        self.policy().role(&principal.role).cloned().ok_or_else(|| {
+            ApiError::forbidden(
+                "role_without_policy",
+                format!(
+                    "role {:?} has no entry in the access policy",
+                    principal.role
+                ),
+            )
+        })
+    }
+
+    /// Reloads the file; a broken file is rejected and the current policy kept.
+    pub fn reload(&self) -> Result<(), policy::PolicyError> {
+        match Policy::load(&self.path) {
+            Ok(policy) => {
+                self.policy.store(Arc::new(policy));
+                metrics::counter!("chgate_access_reloads_total", "outcome" => "ok").increment(1);
+                tracing::info!(path = %self.path.display(), "access policy reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("chgate_access_reloads_total", "outcome" => "rejected")
+                    .increment(1);
+                tracing::error!(error = %e, "access policy reload rejected; keeping the previous policy");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads when the file changes (polled every `every`).
+    pub fn watch(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let access = self.clone();
+        tokio::spawn(async move {
+            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut last = stamp(&access.path);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let now = stamp(&access.path);
+                if now != last {
+                    last = now;
+                    let _ = access.reload();
+                }
+            }
+        });
+    }
+}
+
+/// Column → claim value for every row filter term of the role: template parameters of that name
+/// are fixed to it. A caller without a claim the role's filters need is refused outright.
+pub fn fixed_params(
+    role: &RolePolicy,
+    principal: &Principal,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut fixed = BTreeMap::new();
+    for table in role.row_filters.keys() {
+        for term in role.filter(table).into_iter().flatten() {
+            let value = principal.attributes.get(&term.claim).ok_or_else(|| {
+                ApiError::forbidden(
+                    "missing_claim",
+                    format!(
+                        "role {:?} needs the claim {:?} for its row filter on {table}",
+                        principal.role, term.claim
+                    ),
+                )
+            })?;
+            fixed.insert(term.column, value.clone());
+        }
+    }
+    Ok(fixed)
+}
+
+/// Resolves the row filters of `tables` (as `database.table`) for `principal`. A role with row
+/// filters reads only the tables it has a filter for, and every claim a filter names is required.
+pub fn row_filters(
+    role: &RolePolicy,
+    principal: &Principal,
+    database: &str,
+    tables: &BTreeSet<String>,
+) -> Result<RowFilters, ApiError> {
+    let mut filters = RowFilters::default();
+    if role.row_filters.is_empty() {
+        return Ok(filters);
+    }
+    for qualified in tables {
+        let table = qualified
+            .strip_prefix(&format!("{database}."))
+            .unwrap_or(qualified);
+        let Some(terms) = role.filter(table) else {
+            return Err(ApiError::forbidden(
+                "table_not_allowed",
+                format!("role {:?} has row filters and may read only the tables they cover; {qualified} has none", principal.role),
+            ));
+        };
+        let mut conditions = Vec::new();
+        for term in terms {
+            let value = principal.attributes.get(&term.claim).ok_or_else(|| {
+                ApiError::forbidden(
+                    "missing_claim",
+                    format!(
+                        "role {:?} needs the claim {:?} for its row filter on {table}",
+                        principal.role, term.claim
+                    ),
+                )
+            })?;
+            conditions.push(format!("{} = {}", term.column, sql_string(value)));
+            filters.fixed.insert(term.column.clone(), value.clone());
+        }
+        filters
+            .tables
+            .insert(format!("{database}.{table}"), conditions.join(" AND "));
+    }
+    Ok(filters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn developer() -> Principal {
+        Principal {
+            key_id: None,
+            name: "d".into(),
+            role: "developer".into(),
+            attributes: [("developer_id".to_string(), "dev-7' OR 1=1".to_string())].into(),
+        }
+    }
+
+    fn role() -> RolePolicy {
+        RolePolicy {
+            row_filters: [(
+                "events".to_string(),
+                "developer_id = {claim.developer_id}".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters_become_escaped_conditions_and_fixed_params() {
+        let tables = BTreeSet::from(["analytics.events".to_string()]);
+        let filters = row_filters(&role(), &developer(), "analytics", &tables).unwrap();
+        assert_eq!(
+            filters.tables["analytics.events"],
+            r"developer_id = 'dev-7\' OR 1=1'"
+        );
+        assert_eq!(filters.fixed["developer_id"], "dev-7' OR 1=1");
+        assert_eq!(
+            filters.setting().unwrap(),
+            r"{'analytics.events': 'developer_id = \'dev-7\\\' OR 1=1\''}"
+        );
+    }
+
+    #[test]
+    fn unfiltered_tables_and_missing_claims_are_refused() {
+        let tables = BTreeSet::from(["analytics.dau_daily".to_string()]);
+        assert!(row_filters(&role(), &developer(), "analytics", &tables).is_err());
+        let mut anonymous = developer();
+        anonymous.attributes.clear();
+        let events = BTreeSet::from(["analytics.events".to_string()]);
+        let err = row_filters(&role(), &anonymous, "analytics", &events).unwrap_err();
+        assert_eq!(err.code(), "missing_claim");
+    }
+}

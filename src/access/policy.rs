@@ -1,0 +1,345 @@
+//! Roles and their policies, from `config/access.toml` (versioned with the code, reviewed by pull
+//! request, hot-reloaded atomically).
+//!
+//! ```toml
+//! [roles.developer]
+//! templates = ["event_trends", "top_items@v1", "ops_*"]   # globs, optionally @vN
+//! ingest = false
+//! bi = true
+//! bi_tables = ["events"]                                  # tables of the analytics database
+//! pii = false                                             # raw personal data in results/exports
+//! export = false
+//! cache_bypass = false
+//! [roles.developer.row_filters]
+//! events = "developer_id = {claim.developer_id}"
+//! [roles.developer.limits]
+//! requests_per_second = 10
+//! burst = 20
+//! concurrent_queries = 2
+//! max_execution_secs = 30
+//! max_result_rows = 100000
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The whole policy file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub roles: BTreeMap<String, RolePolicy>,
+}
+
+/// What one role may do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolePolicy {
+    /// Templates it may run: `name`, `name@vN`, globs with `*`.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Whether it may send events.
+    #[serde(default)]
+    pub ingest: bool,
+    /// Which events it may send (globs; empty = all), when `ingest` is true.
+    #[serde(default)]
+    pub ingest_events: Vec<String>,
+    /// Whether it may use the BI endpoint, and on which tables of the analytics database.
+    #[serde(default)]
+    pub bi: bool,
+    #[serde(default)]
+    pub bi_tables: Vec<String>,
+    /// Row filters per table: `column = {claim.name}` terms joined by `AND`.
+    #[serde(default)]
+    pub row_filters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pii: bool,
+    #[serde(default)]
+    pub export: bool,
+    #[serde(default)]
+    pub cache_bypass: bool,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Per-role limits; unset means the built-in default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub concurrent_queries: u32,
+    pub max_execution_secs: u64,
+    pub max_result_rows: u64,
+    pub ingest_events_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 20,
+            burst: 40,
+            concurrent_queries: 4,
+            max_execution_secs: 60,
+            max_result_rows: 1_000_000,
+            ingest_events_per_second: 200_000,
+        }
+    }
+}
+
+/// One `column = {claim.name}` term of a row filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterTerm {
+    pub column: String,
+    pub claim: String,
+}
+
+/// A problem in the policy file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
+
+impl Policy {
+    /// Reads and checks the file; `templates` and `tables` (when given) are what patterns and
+    /// filters must refer to.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError(format!("{}: cannot read: {e}", path.display())))?;
+        let policy: Policy = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            PolicyError(format!("{}:{line}: {}", path.display(), e.message()))
+        })?;
+        for (role, rules) in &policy.roles {
+            if !crate::auth::ROLES.contains(&role.as_str()) {
+                return Err(PolicyError(format!(
+                    "{}: unknown role {role:?} (known: {})",
+                    path.display(),
+                    crate::auth::ROLES.join(", ")
+                )));
+            }
+            for (table, expression) in &rules.row_filters {
+                parse_filter(expression).map_err(|e| {
+                    PolicyError(format!(
+                        "{}: roles.{role}.row_filters.{table}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        Ok(policy)
+    }
+
+    pub fn role(&self, role: &str) -> Option<&RolePolicy> {
+        self.roles.get(role)
+    }
+
+    /// Problems that need the catalog and the database's tables to see.
+    pub fn cross_check(
+        &self,
+        templates: &BTreeSet<String>,
+        tables: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (role, rules) in &self.roles {
+            for pattern in &rules.templates {
+                let name = pattern.split('@').next().unwrap_or_default();
+                if !templates.iter().any(|t| glob(name, t)) {
+                    problems.push(format!(
+                        "roles.{role}.templates: {pattern:?} matches no template"
+                    ));
+                }
+                if let Some(version) = pattern.split('@').nth(1) {
+                    if version
+                        .strip_prefix('v')
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .is_none()
+                    {
+                        problems.push(format!(
+                            "roles.{role}.templates: {pattern:?}: a version is written @v1, @v2, …"
+                        ));
+                    }
+                }
+            }
+            for table in rules.row_filters.keys().chain(&rules.bi_tables) {
+                if table != "*" && !tables.iter().any(|t| glob(table, t)) {
+                    problems.push(format!(
+                        "roles.{role}: table {table:?} does not exist in the analytics database"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl RolePolicy {
+    /// Whether the role may run this template version.
+    pub fn allows_template(&self, name: &str, version: u32) -> bool {
+        self.templates
+            .iter()
+            .any(|pattern| match pattern.split_once('@') {
+                Some((n, v)) => glob(n, name) && v == format!("v{version}"),
+                None => glob(pattern, name),
+            })
+    }
+
+    /// The row filter terms of `table`, if the role has one.
+    pub fn filter(&self, table: &str) -> Option<Vec<FilterTerm>> {
+        self.row_filters
+            .get(table)
+            .and_then(|e| parse_filter(e).ok())
+    }
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Parses `col = {claim.x} AND col2 = {claim.y}`.
+pub fn parse_filter(expression: &str) -> Result<Vec<FilterTerm>, String> {
+    let mut terms = Vec::new();
+    for term in split_and(expression) {
+        let (column, value) = term
+            .split_once('=')
+            .ok_or_else(|| format!("{term:?} is not `column = {{claim.name}}`"))?;
+        let column = column.trim();
+        let valid_column = !column.is_empty()
+            && column
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !column.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_column {
+            return Err(format!("{column:?} is not a column name"));
+        }
+        let claim = value
+            .trim()
+            .strip_prefix("{claim.")
+            .and_then(|v| v.strip_suffix('}'))
+            .filter(|c| {
+                !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            })
+            .ok_or_else(|| format!("{:?} is not {{claim.name}}", value.trim()))?;
+        terms.push(FilterTerm {
+            column: column.to_string(),
+            claim: claim.to_string(),
+        });
+    }
+    if terms.is_empty() {
+        return Err("the filter is empty".into());
+    }
+    Ok(terms)
+}
+
+fn split_and(expression: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = expression;
+    loop {
+        let upper = rest.to_ascii_uppercase();
+        match upper.find(" AND ") {
+            Some(at) => {
+                out.push(rest[..at].trim());
+                rest = &rest[at + 5..];
+            }
+            None => {
+                if !rest.trim().is_empty() {
+                    out.push(rest.trim());
+                }
+                return out;
+            }
+        }
+    }
+}
+
+/// A ClickHouse string literal: the value quoted, with `\` and `'` escaped.
+pub fn sql_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_names() {
+        assert!(glob("*", "dau"));
+        assert!(glob("ops_*", "ops_usage"));
+        assert!(!glob("ops_*", "dau"));
+        assert!(glob("*_users", "active_users"));
+        assert!(glob("dau", "dau"));
+    }
+
+    #[test]
+    fn template_patterns_may_pin_versions() {
+        let role = RolePolicy {
+            templates: vec!["dau@v1".into(), "event_*".into()],
+            ..Default::default()
+        };
+        assert!(role.allows_template("dau", 1));
+        assert!(!role.allows_template("dau", 2));
+        assert!(role.allows_template("event_trends", 7));
+        assert!(!role.allows_template("funnel", 1));
+    }
+
+    #[test]
+    fn filters_parse_into_column_and_claim_terms() {
+        assert_eq!(
+            parse_filter("developer_id = {claim.developer_id} and country = {claim.country}")
+                .unwrap(),
+            vec![
+                FilterTerm {
+                    column: "developer_id".into(),
+                    claim: "developer_id".into()
+                },
+                FilterTerm {
+                    column: "country".into(),
+                    claim: "country".into()
+                },
+            ]
+        );
+        assert!(parse_filter("developer_id = 42").is_err());
+        assert!(parse_filter("x; DROP = {claim.a}").is_err());
+        assert!(parse_filter("").is_err());
+    }
+
+    #[test]
+    fn string_literals_escape_quotes_and_backslashes() {
+        assert_eq!(sql_string(r"a'b\c"), r"'a\'b\\c'");
+    }
+}
