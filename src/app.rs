@@ -51,7 +51,7 @@ impl AppState {
         let catalog =
             Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
         let catalog = CatalogHandle::new(catalog, &settings.clickhouse.database);
-        let access = Access::load(&settings.access.policy, &settings.access.jwt)?;
+        let access = Access::load(&settings.access)?;
         let clickhouse = ClickHouse::new(&settings.clickhouse);
         let (pipeline, workers) = Pipeline::start(
             &settings,

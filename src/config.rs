@@ -153,6 +153,8 @@ pub struct AccessSettings {
     pub policy: PathBuf,
     /// How often the policy file is checked for changes; 0 disables.
     pub reload_poll_ms: u64,
+    /// Queries running at once across the whole gateway; beyond it → 503.
+    pub max_concurrent_queries: usize,
     pub jwt: JwtSettings,
 }
 
@@ -161,6 +163,7 @@ impl Default for AccessSettings {
         Self {
             policy: PathBuf::from("config/access.toml"),
             reload_poll_ms: 2000,
+            max_concurrent_queries: 32,
             jwt: JwtSettings::default(),
         }
     }

@@ -32,6 +32,8 @@ pub enum ApiError {
         code: &'static str,
         message: String,
         retry_after: Duration,
+        /// The rate limit per second, reported in `X-RateLimit-Limit`.
+        limit: Option<u32>,
     },
     /// A dependency is unavailable or the gateway is saturated; the client may retry.
     #[error("{message}")]
@@ -141,6 +143,17 @@ impl IntoResponse for ApiError {
         }
         let body = json!({"error": {"code": self.code(), "message": self.public_message()}});
         let mut response = (status, axum::Json(body)).into_response();
+        if let Self::TooManyRequests {
+            limit: Some(limit), ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert("x-ratelimit-limit", HeaderValue::from(*limit));
+            response
+                .headers_mut()
+                .insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+        }
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

@@ -2,6 +2,7 @@
 //! security from claims, and JWT authentication.
 
 pub mod jwt;
+pub mod limits;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,8 @@ pub struct Access {
     policy: Arc<ArcSwap<Policy>>,
     path: Arc<PathBuf>,
     pub jwt: jwt::JwtVerifier,
+    /// Rate and concurrency limits.
+    pub limiter: limits::Limiter,
 }
 
 /// A principal's row filters for one statement, resolved with its claims.
@@ -48,12 +51,13 @@ impl RowFilters {
 }
 
 impl Access {
-    pub fn load(path: &Path, jwt: &crate::config::JwtSettings) -> anyhow::Result<Self> {
-        let policy = Policy::load(path)?;
+    pub fn load(settings: &crate::config::AccessSettings) -> anyhow::Result<Self> {
+        let policy = Policy::load(&settings.policy)?;
         Ok(Self {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
-            path: Arc::new(path.to_path_buf()),
-            jwt: jwt::JwtVerifier::new(jwt)?,
+            path: Arc::new(settings.policy.clone()),
+            jwt: jwt::JwtVerifier::new(&settings.jwt)?,
+            limiter: limits::Limiter::new(settings.max_concurrent_queries),
         })
     }
 

@@ -65,6 +65,11 @@ pub async fn events(
         (parse_json(&bytes)?, Vec::new())
     };
     check_batch_size(&state, values.len() + parse_errors.len())?;
+    let role = state.access.role(&principal)?;
+    state
+        .access
+        .limiter
+        .events(&principal, &role.limits, values.len())?;
     let facts = facts(&state, peer, &headers);
     let rules = rules(&state, &principal, facts.received_at_ms, &allowed_events);
     // NDJSON lines that failed to parse keep their positions in the response.
@@ -181,6 +186,11 @@ async fn segment_ingest(
     let allowed_events = authorize(&state, &principal)?;
     let wait = query.wait()?;
     check_batch_size(&state, messages.len())?;
+    let role = state.access.role(&principal)?;
+    state
+        .access
+        .limiter
+        .events(&principal, &role.limits, messages.len())?;
     let facts = facts(&state, peer, &headers);
     let rules = rules(&state, &principal, facts.received_at_ms, &allowed_events);
     let mut mapped = Vec::with_capacity(messages.len());
@@ -221,6 +231,7 @@ fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
 
 fn authorize(state: &AppState, principal: &Principal) -> Result<Vec<String>, ApiError> {
     let role = state.access.role(principal)?;
+    state.access.limiter.request(principal, &role.limits)?;
     if !role.ingest {
         return Err(ApiError::forbidden(
             "ingest_not_allowed",

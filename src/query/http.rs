@@ -206,6 +206,7 @@ async fn run(
             ),
         ));
     }
+    let rate = state.access.limiter.request(&principal, &role.limits)?;
     let (mut params, mut format) = query_params(query.as_deref(), template)?;
     if method == Method::POST {
         let bytes = read_body(body, &headers, MAX_PARAMS_BODY).await?;
@@ -279,6 +280,7 @@ async fn run(
         max_rows: role.limits.max_result_rows,
         table_filters: filters.setting(),
     };
+    let slot = state.access.limiter.query_slot(&principal, &role.limits)?;
     let started = std::time::Instant::now();
     let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
     let labels = [
@@ -287,21 +289,24 @@ async fn run(
     ];
     let mut response = if format == Format::Json {
         let result = collect_json(running, template).await?;
+        drop(slot);
         metrics::histogram!("chgate_query_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         Json(result).into_response()
     } else {
         // Streamed as ClickHouse produces it; never buffered whole.
-        let stream = futures_util::stream::unfold(running.cursor, |mut cursor| async move {
-            match cursor.next().await {
-                Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), cursor)),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "streaming a template result failed");
-                    Some((Err(std::io::Error::other(e.to_string())), cursor))
+        // The query slot is held until the stream ends.
+        let stream =
+            futures_util::stream::unfold((running.cursor, slot), |(mut cursor, slot)| async move {
+                match cursor.next().await {
+                    Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), (cursor, slot))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "streaming a template result failed");
+                        Some((Err(std::io::Error::other(e.to_string())), (cursor, slot)))
+                    }
                 }
-            }
-        });
+            });
         metrics::histogram!("chgate_query_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         let mut response = Response::new(Body::from_stream(stream));
@@ -313,6 +318,7 @@ async fn run(
     };
     metrics::counter!("chgate_queries_total", &labels).increment(1);
     deprecation_headers(template, response.headers_mut());
+    rate.apply(response.headers_mut());
     Ok(response)
 }
 

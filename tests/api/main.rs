@@ -14,6 +14,7 @@ mod helpers;
 mod import;
 mod ingest;
 mod keys;
+mod limits;
 mod migrations;
 mod queries;
 mod reference;

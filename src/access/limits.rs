@@ -1,0 +1,194 @@
+//! Rate and concurrency limits per principal, with per-role quotas from the access policy.
+//!
+//! Requests are limited with governor's GCRA, keyed by principal, one limiter per role quota (a
+//! policy reload with new numbers starts new limiters). Queries are also limited in concurrency per
+//! principal and across the gateway. Refusals are 429 (`Retry-After`, `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining`) or, when the whole gateway is saturated, 503.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::policy::Limits as RoleLimits;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// The gateway's limiters; cheap to clone.
+#[derive(Clone)]
+pub struct Limiter {
+    /// Request limiters by (requests per second, burst).
+    requests: Arc<Mutex<HashMap<(u32, u32), Arc<Keyed>>>>,
+    /// Event limiters by events per second.
+    events: Arc<Mutex<HashMap<u32, Arc<Keyed>>>>,
+    /// Query slots per principal.
+    slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    global: Arc<Semaphore>,
+}
+
+/// The rate limit state to report on a response.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+}
+
+impl RateInfo {
+    /// Adds `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+    }
+}
+
+/// A query slot, released when dropped.
+pub struct Slot {
+    _principal: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
+fn identity(principal: &Principal) -> String {
+    match principal.key_id {
+        Some(id) => id.to_string(),
+        None => principal.name.clone(),
+    }
+}
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(per_second).max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+fn too_many(limit: u32, wait: Duration, what: &str) -> ApiError {
+    ApiError::TooManyRequests {
+        code: "rate_limited",
+        message: format!(
+            "{what}: more than {limit} per second; retry after {:.1} s",
+            wait.as_secs_f64()
+        ),
+        retry_after: wait,
+        limit: Some(limit),
+    }
+}
+
+impl Limiter {
+    pub fn new(global_queries: usize) -> Self {
+        Self {
+            requests: Default::default(),
+            events: Default::default(),
+            slots: Default::default(),
+            global: Arc::new(Semaphore::new(global_queries.max(1))),
+        }
+    }
+
+    fn keyed<K: std::hash::Hash + Eq + Copy>(
+        map: &Mutex<HashMap<K, Arc<Keyed>>>,
+        key: K,
+        quota: Quota,
+    ) -> Arc<Keyed> {
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| {
+                Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+            })
+            .clone()
+    }
+
+    /// Counts one request against the principal's role quota.
+    pub fn request(
+        &self,
+        principal: &Principal,
+        limits: &RoleLimits,
+    ) -> Result<RateInfo, ApiError> {
+        let limiter = Self::keyed(
+            &self.requests,
+            (limits.requests_per_second, limits.burst),
+            quota(limits.requests_per_second, limits.burst),
+        );
+        match limiter.check_key(&identity(principal)) {
+            Ok(state) => Ok(RateInfo {
+                limit: limits.requests_per_second,
+                remaining: state.remaining_burst_capacity(),
+            }),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                metrics::counter!("chgate_rate_limited_total", "kind" => "requests", "role" => principal.role.clone()).increment(1);
+                Err(too_many(limits.requests_per_second, wait, "requests"))
+            }
+        }
+    }
+
+    /// Counts `events` against the principal's ingestion quota.
+    pub fn events(
+        &self,
+        principal: &Principal,
+        limits: &RoleLimits,
+        events: usize,
+    ) -> Result<(), ApiError> {
+        let Some(n) = NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)) else {
+            return Ok(());
+        };
+        let per_second = limits.ingest_events_per_second;
+        let limiter = Self::keyed(&self.events, per_second, quota(per_second, per_second));
+        match limiter.check_key_n(&identity(principal), n) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                metrics::counter!("chgate_rate_limited_total", "kind" => "events", "role" => principal.role.clone()).increment(1);
+                Err(too_many(per_second, wait, "events"))
+            }
+            Err(_) => Err(ApiError::PayloadTooLarge {
+                message: format!("a batch of {events} events exceeds this key's {per_second} events per second; send smaller batches"),
+            }),
+        }
+    }
+
+    /// Takes a query slot of the principal and of the gateway.
+    pub fn query_slot(&self, principal: &Principal, limits: &RoleLimits) -> Result<Slot, ApiError> {
+        let semaphore = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots
+                .entry(format!(
+                    "{}/{}",
+                    identity(principal),
+                    limits.concurrent_queries
+                ))
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new(limits.concurrent_queries.max(1) as usize))
+                })
+                .clone()
+        };
+        let principal_slot = semaphore.try_acquire_owned().map_err(|_| {
+            metrics::counter!("chgate_rate_limited_total", "kind" => "concurrency", "role" => principal.role.clone()).increment(1);
+            ApiError::TooManyRequests {
+                code: "too_many_concurrent_queries",
+                message: format!("at most {} queries may run at once for this caller", limits.concurrent_queries),
+                retry_after: Duration::from_secs(1),
+                limit: None,
+            }
+        })?;
+        let global_slot = self.global.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("chgate_rate_limited_total", "kind" => "gateway", "role" => principal.role.clone()).increment(1);
+            ApiError::Unavailable {
+                code: "gateway_busy",
+                message: "the gateway is running as many queries as it allows; retry shortly".into(),
+                retry_after: Some(Duration::from_secs(1)),
+            }
+        })?;
+        Ok(Slot {
+            _principal: principal_slot,
+            _global: global_slot,
+        })
+    }
+}
