@@ -23,14 +23,16 @@ use crate::error::ApiError;
 
 type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+/// Limiters by their quota.
+type Limiters<K> = Arc<Mutex<HashMap<K, Arc<Keyed>>>>;
 
 /// The gateway's limiters; cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
     /// Request limiters by (requests per second, burst).
-    requests: Arc<Mutex<HashMap<(u32, u32), Arc<Keyed>>>>,
+    requests: Limiters<(u32, u32)>,
     /// Event limiters by events per second.
-    events: Arc<Mutex<HashMap<u32, Arc<Keyed>>>>,
+    events: Limiters<u32>,
     /// Query slots per principal.
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     global: Arc<Semaphore>,
