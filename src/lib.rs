@@ -1,6 +1,7 @@
 //! chgate: a SQL-first analytics gateway over ClickHouse.
 
 pub mod access;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;

@@ -29,6 +29,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/whoami", get(health::whoami))
+        .route(
+            "/v1/admin/keys",
+            get(crate::admin::list).post(crate::admin::create),
+        )
+        .route(
+            "/v1/admin/keys/{key}",
+            axum::routing::delete(crate::admin::revoke),
+        )
         .route("/v1/catalog", get(query::catalog))
         .route("/v1/catalog/{name}", get(query::catalog_entry))
         .route(

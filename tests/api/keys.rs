@@ -133,3 +133,93 @@ async fn creating_a_key_with_an_unknown_role_fails_naming_the_roles() {
     );
     assert!(stderr(&created).contains("analyst"));
 }
+
+#[tokio::test]
+async fn admins_manage_keys_over_the_api_and_others_may_not() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_key("admin").await;
+    let analyst = app.create_key("analyst").await;
+
+    let created = app
+        .client
+        .post(app.url("/v1/admin/keys"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "partner", "role": "developer", "attributes": {"developer_id": "dev-9"}}))
+        .send()
+        .await
+        .unwrap();
+    let bad = app
+        .client
+        .post(app.url("/v1/admin/keys"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "x", "role": 7}))
+        .send()
+        .await
+        .unwrap();
+    let denied = app
+        .client
+        .get(app.url("/v1/admin/keys"))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(created.status(), 201);
+    let body: serde_json::Value = created.json().await.unwrap();
+    let secret = body["secret"].as_str().unwrap().to_string();
+    assert_eq!(body["key"]["attributes"]["developer_id"], "dev-9");
+    assert_eq!(bad.status(), 400);
+    let bad: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("role:"),
+        "{bad}"
+    );
+    assert_eq!(denied.status(), 403);
+    let listed: serde_json::Value = app
+        .client
+        .get(app.url("/v1/admin/keys"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["name"] == "partner"));
+    assert!(
+        !listed.to_string().contains(&secret),
+        "secrets are never listed"
+    );
+
+    let revoked = app
+        .client
+        .delete(app.url("/v1/admin/keys/partner"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let started = Instant::now();
+    loop {
+        let status = app
+            .client
+            .get(app.url("/v1/whoami"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
