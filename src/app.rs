@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
 use crate::auth::KeyStore;
+use crate::cache::ResultCache;
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Settings;
 use crate::ingest::{Pipeline, Workers};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub catalog: CatalogHandle,
     /// Roles, policies, row filters and JWT verification.
     pub access: Access,
+    /// Template results, in Redis and in process.
+    pub cache: ResultCache,
 }
 
 impl AppState {
@@ -58,7 +61,9 @@ impl AppState {
             clickhouse.client().clone(),
             postgres.pool().clone(),
         )?;
+        let cache = ResultCache::new(&settings.cache, redis.clone());
         let state = Self {
+            cache,
             clickhouse,
             keys: KeyStore::new(postgres.pool().clone()),
             postgres,

@@ -29,6 +29,7 @@ pub struct Settings {
     pub privacy: PrivacySettings,
     pub catalog: CatalogSettings,
     pub access: AccessSettings,
+    pub cache: CacheSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -142,6 +143,30 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Cache template results (JSON) for their `cache_ttl_secs`.
+    pub enabled: bool,
+    /// Largest compressed entry; larger results are not cached.
+    pub max_entry_bytes: usize,
+    /// Memory of the in-process cache (it also serves while Redis is down).
+    pub local_capacity_bytes: u64,
+    /// Upper bound of any entry's life in the in-process cache.
+    pub max_ttl_secs: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entry_bytes: 8 * 1024 * 1024,
+            local_capacity_bytes: 256 * 1024 * 1024,
+            max_ttl_secs: 3600,
         }
     }
 }

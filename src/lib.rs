@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod cache;
 pub mod catalog;
 pub mod check;
 pub mod check_live;

@@ -10,10 +10,13 @@ use serde_json::{json, Map, Value};
 use super::{collect_json, start, Attribution, Format};
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::cache::{CacheStatus, ResultCache};
 use crate::catalog::{Catalog, RenderError, Template};
 use crate::error::ApiError;
 use crate::http::request_id::current_request_id;
 use crate::ingest::http::read_body;
+use bytes::Bytes;
+use std::time::Duration;
 
 /// Largest JSON body of a template call.
 const MAX_PARAMS_BODY: usize = 1024 * 1024;
@@ -280,22 +283,74 @@ async fn run(
         max_rows: role.limits.max_result_rows,
         table_filters: filters.setting(),
     };
-    let slot = state.access.limiter.query_slot(&principal, &role.limits)?;
-    let started = std::time::Instant::now();
-    let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
     let labels = [
         ("template", template.name().to_string()),
         ("format", format.name().to_string()),
     ];
     let mut response = if format == Format::Json {
-        let result = collect_json(running, template).await?;
-        drop(slot);
-        metrics::histogram!("chgate_query_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
-        Json(result).into_response()
+        // Runs the query (holding a query slot only while it runs) and renders the JSON body.
+        let compute = || async {
+            let _slot = state.access.limiter.query_slot(&principal, &role.limits)?;
+            let started = std::time::Instant::now();
+            let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
+            let result = collect_json(running, template).await?;
+            metrics::histogram!("chgate_query_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            serde_json::to_vec(&result)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::Internal(e.into()))
+        };
+        let ttl = template.meta().cache_ttl_secs;
+        let (status, body) = if !state.cache.enabled() || ttl == 0 {
+            (CacheStatus::Bypass, compute().await?)
+        } else {
+            let key = ResultCache::key(&[
+                state.clickhouse.database(),
+                template.name(),
+                &template.version().to_string(),
+                &serde_json::to_string(&rendered.values).unwrap_or_default(),
+                &filters.setting().unwrap_or_default(),
+                format.name(),
+            ]);
+            let no_cache = headers
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+            if no_cache && role.cache_bypass {
+                let body = compute().await?;
+                state
+                    .cache
+                    .store(&key, &body, Duration::from_secs(ttl))
+                    .await;
+                (CacheStatus::Bypass, body)
+            } else if let Some(body) = state.cache.get(&key).await {
+                (CacheStatus::Hit, body)
+            } else {
+                (
+                    CacheStatus::Miss,
+                    state
+                        .cache
+                        .load(&key, Duration::from_secs(ttl), compute)
+                        .await?,
+                )
+            }
+        };
+        metrics::counter!("chgate_cache_requests_total", "outcome" => status.header().to_ascii_lowercase()).increment(1);
+        let mut response = Response::new(Body::from(body));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+            .headers_mut()
+            .insert("x-cache", HeaderValue::from_static(status.header()));
+        response
     } else {
-        // Streamed as ClickHouse produces it; never buffered whole.
-        // The query slot is held until the stream ends.
+        // Streamed as ClickHouse produces it, never buffered whole (so never cached); the query
+        // slot is held until the stream ends.
+        let slot = state.access.limiter.query_slot(&principal, &role.limits)?;
+        let started = std::time::Instant::now();
+        let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
         let stream =
             futures_util::stream::unfold((running.cursor, slot), |(mut cursor, slot)| async move {
                 match cursor.next().await {
@@ -310,6 +365,10 @@ async fn run(
         metrics::histogram!("chgate_query_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         let mut response = Response::new(Body::from_stream(stream));
+        response.headers_mut().insert(
+            "x-cache",
+            HeaderValue::from_static(CacheStatus::Bypass.header()),
+        );
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(format.content_type()),

@@ -8,6 +8,7 @@
 )]
 
 mod access;
+mod cache;
 mod durability;
 mod health;
 mod helpers;
