@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use self::policy::{sql_string, Policy, RolePolicy};
+use self::policy::{sql_string, FilterTerm, Policy, RolePolicy};
 use crate::auth::Principal;
 use crate::error::ApiError;
 
@@ -31,8 +31,6 @@ pub struct Access {
 pub struct RowFilters {
     /// `database.table` → SQL condition, for ClickHouse's `additional_table_filters`.
     pub tables: BTreeMap<String, String>,
-    /// Column → claim value: template parameters of that name are fixed to it.
-    pub fixed: BTreeMap<String, String>,
 }
 
 impl RowFilters {
@@ -117,6 +115,23 @@ impl Access {
     }
 }
 
+/// The caller's value of the claim a filter term needs.
+fn claim<'a>(
+    principal: &'a Principal,
+    term: &FilterTerm,
+    table: &str,
+) -> Result<&'a String, ApiError> {
+    principal.attributes.get(&term.claim).ok_or_else(|| {
+        ApiError::forbidden(
+            "missing_claim",
+            format!(
+                "role {:?} needs the claim {:?} for its row filter on {table}",
+                principal.role, term.claim
+            ),
+        )
+    })
+}
+
 /// Column → claim value for every row filter term of the role: template parameters of that name
 /// are fixed to it. A caller without a claim the role's filters need is refused outright.
 pub fn fixed_params(
@@ -126,15 +141,7 @@ pub fn fixed_params(
     let mut fixed = BTreeMap::new();
     for table in role.row_filters.keys() {
         for term in role.filter(table).into_iter().flatten() {
-            let value = principal.attributes.get(&term.claim).ok_or_else(|| {
-                ApiError::forbidden(
-                    "missing_claim",
-                    format!(
-                        "role {:?} needs the claim {:?} for its row filter on {table}",
-                        principal.role, term.claim
-                    ),
-                )
-            })?;
+            let value = claim(principal, &term, table)?;
             fixed.insert(term.column, value.clone());
         }
     }
@@ -165,17 +172,8 @@ pub fn row_filters(
         };
         let mut conditions = Vec::new();
         for term in terms {
-            let value = principal.attributes.get(&term.claim).ok_or_else(|| {
-                ApiError::forbidden(
-                    "missing_claim",
-                    format!(
-                        "role {:?} needs the claim {:?} for its row filter on {table}",
-                        principal.role, term.claim
-                    ),
-                )
-            })?;
+            let value = claim(principal, &term, table)?;
             conditions.push(format!("{} = {}", term.column, sql_string(value)));
-            filters.fixed.insert(term.column.clone(), value.clone());
         }
         filters
             .tables
@@ -216,7 +214,10 @@ mod tests {
             filters.tables["analytics.events"],
             r"developer_id = 'dev-7\' OR 1=1'"
         );
-        assert_eq!(filters.fixed["developer_id"], "dev-7' OR 1=1");
+        assert_eq!(
+            fixed_params(&role(), &developer()).unwrap()["developer_id"],
+            "dev-7' OR 1=1"
+        );
         assert_eq!(
             filters.setting().unwrap(),
             r"{'analytics.events': 'developer_id = \'dev-7\\\' OR 1=1\''}"
