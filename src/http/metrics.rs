@@ -31,6 +31,17 @@ pub fn handle() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    // Error counters exist from the start, so rate() and increase() see their first increment.
+    for name in [
+        "chgate_ingest_clickhouse_errors_total",
+        "chgate_ingest_postgres_errors_total",
+        "chgate_ingest_postgres_dropped_total",
+        "chgate_ingest_rows_repaired_total",
+        "chgate_ingest_duplicate_rows_total",
+        "chgate_cache_redis_errors_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
     metrics::describe_counter!(
         "chgate_http_requests_total",
         "HTTP requests served, by route, method and status"

@@ -104,12 +104,14 @@ impl Pipeline {
             WalMode::On => {
                 let segment_age = Duration::from_secs(ingest.wal_segment_secs);
                 let wal = Wal::open(
+                    "events",
                     &ingest.wal_dir,
                     ingest.wal_max_bytes,
                     ingest.wal_segment_bytes,
                     segment_age,
                 )?;
                 let spool = Wal::open(
+                    "postgres",
                     &ingest.wal_dir.join("postgres"),
                     ingest.wal_max_bytes / 4,
                     ingest.wal_segment_bytes,

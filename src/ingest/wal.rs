@@ -98,6 +98,8 @@ pub struct Wal {
 }
 
 struct Inner {
+    /// `events` or `postgres`: the `wal` label of the metrics.
+    label: &'static str,
     dir: PathBuf,
     node_tag: u64,
     max_bytes: u64,
@@ -110,6 +112,7 @@ impl Wal {
     /// Opens (creating if needed) the log in `dir`. Segments left by a previous run are kept and
     /// marked for replay; a torn last record (a crash mid-write, never acknowledged) is cut off.
     pub fn open(
+        label: &'static str,
         dir: &Path,
         max_bytes: u64,
         segment_bytes: u64,
@@ -158,6 +161,7 @@ impl Wal {
             );
         }
         let inner = Arc::new(Inner {
+            label,
             dir: dir.to_path_buf(),
             node_tag,
             max_bytes,
@@ -235,7 +239,8 @@ impl Wal {
         };
         std::fs::remove_file(&path)
             .with_context(|| format!("cannot delete WAL segment {}", path.display()))?;
-        metrics::counter!("chgate_ingest_wal_segments_retired_total").increment(1);
+        metrics::counter!("chgate_ingest_wal_segments_retired_total", "wal" => self.inner.label)
+            .increment(1);
         self.publish_gauges();
         Ok(())
     }
@@ -256,13 +261,18 @@ impl Wal {
     }
 
     pub fn publish_gauges(&self) {
-        let state = self.inner.lock();
-        metrics::gauge!("chgate_ingest_wal_bytes").set(state.total_bytes as f64);
-        metrics::gauge!("chgate_ingest_wal_segments").set(state.segments.len() as f64);
+        self.inner.publish(&self.inner.lock());
     }
 }
 
 impl Inner {
+    fn publish(&self, state: &State) {
+        metrics::gauge!("chgate_ingest_wal_bytes", "wal" => self.label)
+            .set(state.total_bytes as f64);
+        metrics::gauge!("chgate_ingest_wal_segments", "wal" => self.label)
+            .set(state.segments.len() as f64);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -281,15 +291,14 @@ impl Inner {
             }
             let started = Instant::now();
             let results = self.write_group(&group);
-            metrics::histogram!("chgate_ingest_wal_commit_seconds")
+            metrics::histogram!("chgate_ingest_wal_commit_seconds", "wal" => self.label)
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("chgate_ingest_wal_group_size").record(group.len() as f64);
+            metrics::histogram!("chgate_ingest_wal_group_size", "wal" => self.label)
+                .record(group.len() as f64);
             for (request, result) in group.into_iter().zip(results) {
                 let _ = request.reply.send(result);
             }
-            let state = self.lock();
-            metrics::gauge!("chgate_ingest_wal_bytes").set(state.total_bytes as f64);
-            metrics::gauge!("chgate_ingest_wal_segments").set(state.segments.len() as f64);
+            self.publish(&self.lock());
         }
         let mut state = self.lock();
         state.seal_active();
@@ -348,7 +357,8 @@ impl Inner {
             }
             Err(err) => {
                 tracing::error!(error = %err, "WAL write failed");
-                metrics::counter!("chgate_ingest_wal_errors_total").increment(1);
+                metrics::counter!("chgate_ingest_wal_errors_total", "wal" => self.label)
+                    .increment(1);
                 // The segment may hold a partial record now: start a fresh one next time.
                 state.seal_active();
                 results
@@ -523,13 +533,27 @@ mod tests {
     #[tokio::test]
     async fn appended_batches_survive_a_reopen_and_are_marked_for_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), 1 << 30, 1 << 20, Duration::from_secs(60)).unwrap();
+        let wal = Wal::open(
+            "test",
+            dir.path(),
+            1 << 30,
+            1 << 20,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let first = wal.append(batch(3).encode().unwrap(), 3).await.unwrap();
         let second = wal.append(batch(2).encode().unwrap(), 2).await.unwrap();
         assert_eq!(first, second, "one active segment");
         drop(wal);
 
-        let reopened = Wal::open(dir.path(), 1 << 30, 1 << 20, Duration::from_secs(60)).unwrap();
+        let reopened = Wal::open(
+            "test",
+            dir.path(),
+            1 << 30,
+            1 << 20,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let rows = reopened.with_segments(|s| {
             s.values()
                 .map(|s| (s.rows, s.needs_replay))
@@ -544,14 +568,28 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_cut_off_and_earlier_records_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), 1 << 30, 1 << 20, Duration::from_secs(60)).unwrap();
+        let wal = Wal::open(
+            "test",
+            dir.path(),
+            1 << 30,
+            1 << 20,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let id = wal.append(batch(4).encode().unwrap(), 4).await.unwrap();
         drop(wal);
         let path = dir.path().join(file_name(id));
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
 
-        let reopened = Wal::open(dir.path(), 1 << 30, 1 << 20, Duration::from_secs(60)).unwrap();
+        let reopened = Wal::open(
+            "test",
+            dir.path(),
+            1 << 30,
+            1 << 20,
+            Duration::from_secs(60),
+        )
+        .unwrap();
 
         assert_eq!(reopened.with_segments(|s| s[&id].rows), 4);
         assert_eq!(reopened.read_segment(id).unwrap().len(), 1);
@@ -560,7 +598,7 @@ mod tests {
     #[tokio::test]
     async fn appends_beyond_the_size_limit_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), 2_000, 1 << 20, Duration::from_secs(60)).unwrap();
+        let wal = Wal::open("test", dir.path(), 2_000, 1 << 20, Duration::from_secs(60)).unwrap();
         let payload = batch(1).encode().unwrap();
         let mut refused = false;
         for _ in 0..100 {
@@ -575,7 +613,7 @@ mod tests {
     #[tokio::test]
     async fn segments_rotate_by_size_and_retire_deletes_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), 1 << 30, 10, Duration::from_secs(60)).unwrap();
+        let wal = Wal::open("test", dir.path(), 1 << 30, 10, Duration::from_secs(60)).unwrap();
         let a = wal.append(batch(1).encode().unwrap(), 1).await.unwrap();
         let b = wal.append(batch(1).encode().unwrap(), 1).await.unwrap();
         assert!(b > a);
