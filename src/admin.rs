@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -50,6 +51,7 @@ pub struct NewKeyRequest {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&principal)?;
@@ -64,6 +66,13 @@ pub async fn create(
         .await
         .map_err(key_error)?;
     tracing::info!(admin = %principal.name, key = %key.record.id, role = %key.record.role, "API key created");
+    audit(
+        &state,
+        &principal,
+        &headers,
+        "admin.key.create",
+        &key.record.name,
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({"key": key.record, "secret": key.secret})),
@@ -91,10 +100,131 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&principal)?;
     let record = state.keys.revoke(&key).await.map_err(key_error)?;
     tracing::info!(admin = %principal.name, key = %record.id, "API key revoked");
+    audit(
+        &state,
+        &principal,
+        &headers,
+        "admin.key.revoke",
+        &record.name,
+    );
     Ok(Json(json!({ "revoked": record })))
+}
+
+fn audit(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    action: &str,
+    resource: &str,
+) {
+    let origin = crate::audit::Origin::from_headers(headers, String::new());
+    state.audit.record(crate::audit::AuditRecord::new(
+        action,
+        resource,
+        Some(principal),
+        &origin,
+    ));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    pub principal: Option<String>,
+    pub action: Option<String>,
+    pub limit: Option<i64>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+struct AuditRow {
+    at: chrono::DateTime<chrono::Utc>,
+    request_id: String,
+    principal: String,
+    role: String,
+    key_id: Option<uuid::Uuid>,
+    ip: String,
+    user_agent: String,
+    action: String,
+    resource: String,
+    params: Option<Value>,
+    sql_hash: Option<String>,
+    outcome: String,
+    status: i32,
+    rows: Option<i64>,
+    duration_ms: f64,
+    reason: String,
+}
+
+/// `GET /v1/admin/audit?since&until&principal&action&limit&format=json|csv`.
+pub async fn audit_log(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&principal)?;
+    let limit = query.limit.unwrap_or(1000).clamp(1, 100_000);
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, outcome, status, rows, duration_ms, reason
+         FROM audit_log
+         WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
+           AND ($3::text IS NULL OR principal = $3) AND ($4::text IS NULL OR action = $4)
+         ORDER BY at DESC, id DESC LIMIT $5",
+    )
+    .bind(query.since)
+    .bind(query.until)
+    .bind(&query.principal)
+    .bind(&query.action)
+    .bind(limit)
+    .fetch_all(state.postgres.pool())
+    .await?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(json!({ "records": rows })).into_response()),
+        Some("csv") => {
+            let mut csv = String::from("at,request_id,principal,role,key_id,ip,user_agent,action,resource,params,sql_hash,outcome,status,rows,duration_ms,reason\n");
+            for r in &rows {
+                let fields = [
+                    r.at.to_rfc3339(),
+                    r.request_id.clone(),
+                    r.principal.clone(),
+                    r.role.clone(),
+                    r.key_id.map(|k| k.to_string()).unwrap_or_default(),
+                    r.ip.clone(),
+                    r.user_agent.clone(),
+                    r.action.clone(),
+                    r.resource.clone(),
+                    r.params.as_ref().map(Value::to_string).unwrap_or_default(),
+                    r.sql_hash.clone().unwrap_or_default(),
+                    r.outcome.clone(),
+                    r.status.to_string(),
+                    r.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    format!("{:.3}", r.duration_ms),
+                    r.reason.clone(),
+                ];
+                let quoted: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("\"{}\"", f.replace('"', "\"\"")))
+                    .collect();
+                csv.push_str(&quoted.join(","));
+                csv.push('\n');
+            }
+            let mut response = csv.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            Ok(response)
+        }
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("format: must be json or csv, got {other:?}"),
+        )),
+    }
 }

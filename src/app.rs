@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
+use crate::audit::AuditLog;
 use crate::auth::KeyStore;
 use crate::cache::ResultCache;
 use crate::catalog::{Catalog, CatalogHandle};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub access: Access,
     /// Template results, in Redis and in process.
     pub cache: ResultCache,
+    /// Who did what, when, from where and why.
+    pub audit: AuditLog,
 }
 
 impl AppState {
@@ -62,8 +65,14 @@ impl AppState {
             postgres.pool().clone(),
         )?;
         let cache = ResultCache::new(&settings.cache, redis.clone());
+        let audit = AuditLog::start(
+            postgres.pool().clone(),
+            settings.audit.retention_days,
+            CancellationToken::new(),
+        );
         let state = Self {
             cache,
+            audit,
             clickhouse,
             keys: KeyStore::new(postgres.pool().clone()),
             postgres,

@@ -30,6 +30,7 @@ pub struct Settings {
     pub catalog: CatalogSettings,
     pub access: AccessSettings,
     pub cache: CacheSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,6 +144,21 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Audit records older than this are deleted.
+    pub retention_days: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: 400,
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cache;

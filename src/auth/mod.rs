@@ -79,7 +79,16 @@ impl FromRequestParts<AppState> for Principal {
                 "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`, or a JWT as `Authorization: Bearer <token>`",
             ));
         };
-        authenticate(state, &key).await
+        let result = authenticate(state, &key).await;
+        if let Err(error) = &result {
+            let origin = crate::audit::Origin::from_parts(parts);
+            let mut record =
+                crate::audit::AuditRecord::new("auth.failure", parts.uri.path(), None, &origin);
+            record.outcome = error.code().to_string();
+            record.status = i32::from(error.status().as_u16());
+            state.audit.record(record);
+        }
+        result
     }
 }
 

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/keys",
             get(crate::admin::list).post(crate::admin::create),
         )
+        .route("/v1/admin/audit", get(crate::admin::audit_log))
         .route(
             "/v1/admin/keys/{key}",
             axum::routing::delete(crate::admin::revoke),

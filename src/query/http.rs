@@ -1,11 +1,12 @@
 //! Template endpoints: the catalog, running a template, the OpenAPI document and the docs page.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
 
 use super::{collect_json, start, Attribution, Format};
 use crate::app::AppState;
@@ -132,22 +133,29 @@ fn unknown_template(catalog: &Catalog, name: &str) -> ApiError {
 }
 
 /// `GET|POST /v1/queries/{name}`: the latest version.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_latest(
     State(state): State<AppState>,
     principal: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    run(state, principal, name, None, method, query, headers, body).await
+    audited(
+        state, principal, peer, name, None, method, query, headers, body,
+    )
+    .await
 }
 
 /// `GET|POST /v1/queries/{name}/v{N}`: a pinned version.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_version(
     State(state): State<AppState>,
     principal: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((name, version)): Path<(String, String)>,
     method: Method,
     RawQuery(query): RawQuery,
@@ -163,9 +171,10 @@ pub async fn run_version(
                 format!("version {version:?} must look like v1, v2, …"),
             )
         })?;
-    run(
+    audited(
         state,
         principal,
+        peer,
         name,
         Some(number),
         method,
@@ -174,6 +183,47 @@ pub async fn run_version(
         body,
     )
     .await
+}
+
+/// Runs a template and records the run in the audit log, whatever its outcome.
+#[allow(clippy::too_many_arguments)]
+async fn audited(
+    state: AppState,
+    principal: Principal,
+    peer: SocketAddr,
+    name: String,
+    version: Option<u32>,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let origin = crate::audit::Origin::from_headers(&headers, peer.ip().to_string());
+    let resource = match version {
+        Some(v) => format!("{name}/v{v}"),
+        None => name.clone(),
+    };
+    let audit = state.audit.clone();
+    let mut record =
+        crate::audit::AuditRecord::new("template.run", &resource, Some(&principal), &origin);
+    record.params = query.as_deref().map(|q| Value::String(q.to_string()));
+    let result = run(
+        state, principal, name, version, method, query, headers, body,
+    )
+    .await;
+    record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok(response) => {
+            record.status = i32::from(response.status().as_u16());
+        }
+        Err(error) => {
+            record.status = i32::from(error.status().as_u16());
+            record.outcome = error.code().to_string();
+        }
+    }
+    audit.record(record);
+    result
 }
 
 #[allow(clippy::too_many_arguments)]

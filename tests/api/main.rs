@@ -8,6 +8,7 @@
 )]
 
 mod access;
+mod audit;
 mod cache;
 mod durability;
 mod health;

@@ -1,0 +1,221 @@
+//! The audit log (152-FZ: who, what, when, from where, why): records are queued without blocking
+//! the request and written to Postgres in batches by one task; failures and drops are counted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+
+/// Longest SQL text or user agent kept.
+const MAX_TEXT: usize = 2000;
+/// Records waiting for the writer; beyond it new ones are dropped (and counted).
+const QUEUE: usize = 10_000;
+
+/// One audited action.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub request_id: String,
+    pub principal: String,
+    pub role: String,
+    pub key_id: Option<Uuid>,
+    pub ip: String,
+    pub user_agent: String,
+    /// `template.run`, `bi.query`, `export`, `admin.key.create`, `admin.key.revoke`, `auth.failure`…
+    pub action: String,
+    pub resource: String,
+    pub params: Option<serde_json::Value>,
+    pub sql_hash: Option<String>,
+    pub sql_text: Option<String>,
+    /// `ok`, `denied`, `error`.
+    pub outcome: String,
+    pub status: i32,
+    pub rows: Option<i64>,
+    pub bytes: Option<i64>,
+    pub duration_ms: f64,
+    /// From the `X-Audit-Reason` header.
+    pub reason: String,
+}
+
+/// Where a request came from, for audit records.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: String,
+    pub user_agent: String,
+    pub reason: String,
+}
+
+impl Origin {
+    pub fn from_parts(parts: &Parts) -> Self {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        Self::from_headers(&parts.headers, ip)
+    }
+
+    pub fn from_headers(headers: &HeaderMap, ip: String) -> Self {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| truncate(v, MAX_TEXT))
+                .unwrap_or_default()
+        };
+        Self {
+            ip,
+            user_agent: text("user-agent"),
+            reason: text("x-audit-reason"),
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text.to_string(),
+    }
+}
+
+impl AuditRecord {
+    /// A record of `action` on `resource` by `principal` (if known) from `origin`.
+    pub fn new(
+        action: &str,
+        resource: &str,
+        principal: Option<&Principal>,
+        origin: &Origin,
+    ) -> Self {
+        Self {
+            request_id: crate::http::request_id::current_request_id().unwrap_or_default(),
+            principal: principal.map(|p| p.name.clone()).unwrap_or_default(),
+            role: principal.map(|p| p.role.clone()).unwrap_or_default(),
+            key_id: principal.and_then(|p| p.key_id),
+            ip: origin.ip.clone(),
+            user_agent: origin.user_agent.clone(),
+            action: action.to_string(),
+            resource: resource.to_string(),
+            reason: origin.reason.clone(),
+            outcome: "ok".into(),
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    /// Keeps a hash of the SQL and its beginning.
+    pub fn with_sql(mut self, sql: &str) -> Self {
+        use sha2::Digest;
+        self.sql_hash = Some(hex::encode(sha2::Sha256::digest(sql.as_bytes())));
+        self.sql_text = Some(truncate(sql, MAX_TEXT));
+        self
+    }
+}
+
+/// Handle on the audit log; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<AuditRecord>,
+}
+
+impl AuditLog {
+    /// Starts the writer (and the retention clean-up) on the current runtime.
+    pub fn start(pool: PgPool, retention_days: u32, stop: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pool, rx, retention_days, stop));
+        Self { tx }
+    }
+
+    /// Queues a record; never waits.
+    pub fn record(&self, record: AuditRecord) {
+        if self.tx.try_send(record).is_err() {
+            metrics::counter!("chgate_audit_dropped_total").increment(1);
+        }
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<AuditRecord>,
+    retention_days: u32,
+    stop: CancellationToken,
+) {
+    let mut cleanup = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        let first = tokio::select! {
+            record = rx.recv() => match record { Some(r) => r, None => break },
+            _ = cleanup.tick() => {
+                let deleted = sqlx::query("DELETE FROM audit_log WHERE at < now() - make_interval(days => $1)")
+                    .bind(retention_days as i32)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = deleted {
+                    tracing::debug!(error = %e, "audit retention clean-up failed");
+                }
+                continue;
+            }
+            _ = stop.cancelled() => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 500 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(200);
+        for attempt in 0..5 {
+            match write(&pool, &batch).await {
+                Ok(()) => {
+                    metrics::counter!("chgate_audit_records_total").increment(batch.len() as u64);
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("chgate_audit_errors_total").increment(1);
+                    tracing::warn!(error = %e, attempt, "writing the audit log failed");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+    // Flush what is queued at shutdown.
+    let rest: Vec<AuditRecord> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    if !rest.is_empty() {
+        let _ = write(&pool, &rest).await;
+    }
+}
+
+async fn write(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
+    let mut builder = sqlx::QueryBuilder::new(
+        "INSERT INTO audit_log (request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, sql_text, outcome, status, rows, bytes, duration_ms, reason) ",
+    );
+    builder.push_values(batch, |mut row, r| {
+        row.push_bind(&r.request_id)
+            .push_bind(&r.principal)
+            .push_bind(&r.role)
+            .push_bind(r.key_id)
+            .push_bind(&r.ip)
+            .push_bind(&r.user_agent)
+            .push_bind(&r.action)
+            .push_bind(&r.resource)
+            .push_bind(&r.params)
+            .push_bind(&r.sql_hash)
+            .push_bind(&r.sql_text)
+            .push_bind(&r.outcome)
+            .push_bind(r.status)
+            .push_bind(r.rows)
+            .push_bind(r.bytes)
+            .push_bind(r.duration_ms)
+            .push_bind(&r.reason);
+    });
+    builder.build().execute(pool).await?;
+    Ok(())
+}
