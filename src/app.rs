@@ -57,7 +57,7 @@ impl AppState {
         let catalog =
             Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
         let catalog = CatalogHandle::new(catalog, &settings.clickhouse.database);
-        let access = Access::load(&settings.access)?;
+        let access = Access::load(&settings.access, redis.clone())?;
         let clickhouse = ClickHouse::new(&settings.clickhouse);
         let (pipeline, workers) = Pipeline::start(
             &settings,

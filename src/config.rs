@@ -196,6 +196,9 @@ pub struct AccessSettings {
     pub reload_poll_ms: u64,
     /// Queries running at once across the whole gateway; beyond it → 503.
     pub max_concurrent_queries: usize,
+    /// Where request rates are counted: `local` (per gateway) or `redis` (shared by all gateways;
+    /// falls back to local counting while Redis is down).
+    pub limits_backend: LimitsBackend,
     pub jwt: JwtSettings,
 }
 
@@ -205,9 +208,17 @@ impl Default for AccessSettings {
             policy: PathBuf::from("config/access.toml"),
             reload_poll_ms: 2000,
             max_concurrent_queries: 32,
+            limits_backend: LimitsBackend::Local,
             jwt: JwtSettings::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    Local,
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::policy::Limits as RoleLimits;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::storage::redis::Redis;
 
 type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -36,6 +37,8 @@ pub struct Limiter {
     /// Query slots per principal.
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     global: Arc<Semaphore>,
+    /// Redis, when request limits are shared by every gateway.
+    shared: Option<Redis>,
 }
 
 /// The rate limit state to report on a response.
@@ -72,6 +75,68 @@ fn quota(per_second: u32, burst: u32) -> Quota {
     Quota::per_second(rate).allow_burst(burst)
 }
 
+fn limited(principal: &Principal, limit: u32, wait: Duration) -> ApiError {
+    metrics::counter!("chgate_rate_limited_total", "kind" => "requests", "role" => principal.role.clone()).increment(1);
+    too_many(limit, wait, "requests")
+}
+
+/// GCRA in one atomic Redis script, on Redis's clock: the key holds the theoretical arrival time
+/// (ms). Returns {allowed, wait_ms, remaining}.
+const GCRA: &str = r#"
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + emission
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  return {0, allow_at - now, 0}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(tolerance + emission))
+return {1, 0, math.floor((tolerance - (new_tat - now)) / emission)}
+"#;
+
+async fn shared_request(
+    redis: &Redis,
+    principal: &Principal,
+    limits: &RoleLimits,
+) -> anyhow::Result<Result<RateInfo, ApiError>> {
+    let per_second = limits.requests_per_second.max(1);
+    let burst = limits.burst.max(per_second).max(1);
+    let emission_ms = 1000.0 / f64::from(per_second);
+    let tolerance_ms = emission_ms * f64::from(burst);
+    let key = format!(
+        "chgate:ratelimit:{}:{}:{}",
+        identity(principal),
+        per_second,
+        burst
+    );
+    let mut conn = tokio::time::timeout(Duration::from_millis(250), redis.connection()).await??;
+    let (allowed, wait_ms, remaining): (i64, i64, i64) = tokio::time::timeout(
+        Duration::from_millis(250),
+        redis::Script::new(GCRA)
+            .key(key)
+            .arg(emission_ms)
+            .arg(tolerance_ms)
+            .invoke_async(&mut conn),
+    )
+    .await??;
+    Ok(if allowed == 1 {
+        Ok(RateInfo {
+            limit: per_second,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
+        })
+    } else {
+        Err(limited(
+            principal,
+            per_second,
+            Duration::from_millis(u64::try_from(wait_ms.max(1)).unwrap_or(1)),
+        ))
+    })
+}
+
 fn too_many(limit: u32, wait: Duration, what: &str) -> ApiError {
     ApiError::TooManyRequests {
         code: "rate_limited",
@@ -85,12 +150,13 @@ fn too_many(limit: u32, wait: Duration, what: &str) -> ApiError {
 }
 
 impl Limiter {
-    pub fn new(global_queries: usize) -> Self {
+    pub fn new(global_queries: usize, shared: Option<Redis>) -> Self {
         Self {
             requests: Default::default(),
             events: Default::default(),
             slots: Default::default(),
             global: Arc::new(Semaphore::new(global_queries.max(1))),
+            shared,
         }
     }
 
@@ -107,8 +173,27 @@ impl Limiter {
             .clone()
     }
 
-    /// Counts one request against the principal's role quota.
-    pub fn request(
+    /// Counts one request against the principal's role quota (in Redis, shared by every gateway,
+    /// when `access.limits_backend = "redis"`).
+    pub async fn request(
+        &self,
+        principal: &Principal,
+        limits: &RoleLimits,
+    ) -> Result<RateInfo, ApiError> {
+        if let Some(redis) = &self.shared {
+            match shared_request(redis, principal, limits).await {
+                Ok(outcome) => return outcome,
+                Err(e) => {
+                    // Redis is down: each gateway limits on its own until it is back.
+                    metrics::counter!("chgate_rate_limit_redis_errors_total").increment(1);
+                    tracing::debug!(error = %format!("{e:#}"), "shared rate limit unavailable; limiting locally");
+                }
+            }
+        }
+        self.local_request(principal, limits)
+    }
+
+    fn local_request(
         &self,
         principal: &Principal,
         limits: &RoleLimits,
@@ -125,8 +210,7 @@ impl Limiter {
             }),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                metrics::counter!("chgate_rate_limited_total", "kind" => "requests", "role" => principal.role.clone()).increment(1);
-                Err(too_many(limits.requests_per_second, wait, "requests"))
+                Err(limited(principal, limits.requests_per_second, wait))
             }
         }
     }

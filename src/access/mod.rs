@@ -49,13 +49,22 @@ impl RowFilters {
 }
 
 impl Access {
-    pub fn load(settings: &crate::config::AccessSettings) -> anyhow::Result<Self> {
+    pub fn load(
+        settings: &crate::config::AccessSettings,
+        redis: Option<crate::storage::redis::Redis>,
+    ) -> anyhow::Result<Self> {
+        let shared = match settings.limits_backend {
+            crate::config::LimitsBackend::Local => None,
+            crate::config::LimitsBackend::Redis => Some(redis.ok_or_else(|| {
+                anyhow::anyhow!("access.limits_backend = \"redis\" needs redis.url")
+            })?),
+        };
         let policy = Policy::load(&settings.policy)?;
         Ok(Self {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             path: Arc::new(settings.policy.clone()),
             jwt: jwt::JwtVerifier::new(&settings.jwt)?,
-            limiter: limits::Limiter::new(settings.max_concurrent_queries),
+            limiter: limits::Limiter::new(settings.max_concurrent_queries, shared),
         })
     }
 

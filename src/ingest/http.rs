@@ -54,7 +54,7 @@ pub async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let allowed_events = authorize(&state, &principal)?;
+    let allowed_events = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     let limit = state.pipeline.settings.max_body_bytes;
     let bytes = read_body(body, &headers, limit).await?;
@@ -183,7 +183,7 @@ async fn segment_ingest(
     kind: Option<&str>,
     envelope: Map<String, Value>,
 ) -> Result<Response, ApiError> {
-    let allowed_events = authorize(&state, &principal)?;
+    let allowed_events = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     check_batch_size(&state, messages.len())?;
     let role = state.access.role(&principal)?;
@@ -229,9 +229,13 @@ fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
     }
 }
 
-fn authorize(state: &AppState, principal: &Principal) -> Result<Vec<String>, ApiError> {
+async fn authorize(state: &AppState, principal: &Principal) -> Result<Vec<String>, ApiError> {
     let role = state.access.role(principal)?;
-    state.access.limiter.request(principal, &role.limits)?;
+    state
+        .access
+        .limiter
+        .request(principal, &role.limits)
+        .await?;
     if !role.ingest {
         return Err(ApiError::forbidden(
             "ingest_not_allowed",

@@ -259,7 +259,11 @@ async fn run(
             ),
         ));
     }
-    let rate = state.access.limiter.request(&principal, &role.limits)?;
+    let rate = state
+        .access
+        .limiter
+        .request(&principal, &role.limits)
+        .await?;
     let (mut params, mut format) = query_params(query.as_deref(), template)?;
     if method == Method::POST {
         let bytes = read_body(body, &headers, MAX_PARAMS_BODY).await?;

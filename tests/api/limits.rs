@@ -148,3 +148,44 @@ async fn roles_may_be_limited_to_some_events() {
     assert_eq!(body["accepted"], 1);
     assert_eq!(body["rejected"][0]["code"], "event_not_allowed");
 }
+
+#[tokio::test]
+async fn with_the_redis_backend_two_gateways_share_one_rate_limit() {
+    let dir = catalog_and_policy("[roles.analyst]\ntemplates = [\"*\"]\n[roles.analyst.limits]\nrequests_per_second = 1\nburst = 2\n");
+    let (catalog, access) = (dir.path().to_path_buf(), dir.path().join("access.toml"));
+    let databases = crate::helpers::TestDatabases::migrated().await;
+    let adjust = |s: &mut chgate::config::Settings| {
+        s.catalog.dir = catalog.clone();
+        s.access.policy = access.clone();
+        s.access.limits_backend = chgate::config::LimitsBackend::Redis;
+    };
+    let second = TestApp::start(databases.borrowed(|s| {
+        adjust(s);
+        s.ingest.wal_dir = s.ingest.wal_dir.join("second");
+    }))
+    .await;
+    let mut databases = databases;
+    adjust(&mut databases.settings);
+    let first = TestApp::start(databases).await;
+    let key = first.create_key("analyst").await;
+    let call = |app: &TestApp| {
+        app.client
+            .get(app.url("/v1/queries/quick"))
+            .bearer_auth(&key)
+            .send()
+    };
+
+    let one = call(&first).await.unwrap().status();
+    let two = call(&second).await.unwrap().status();
+    let three = call(&first).await.unwrap();
+    let four = call(&second).await.unwrap().status();
+
+    assert_eq!((one.as_u16(), two.as_u16()), (200, 200));
+    assert_eq!(
+        three.status(),
+        429,
+        "the burst of 2 is shared across both gateways"
+    );
+    assert!(three.headers().contains_key("retry-after"));
+    assert_eq!(four, 429);
+}
