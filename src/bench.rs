@@ -529,3 +529,53 @@ pub fn render_queries(timings: &[TemplateTiming], iterations: usize) -> String {
     }
     out
 }
+
+/// `chgate bench queries --cached`: many clients on one cached template call.
+pub async fn cached(url: &str, key: &str, path: &str, concurrency: usize, requests: usize) -> anyhow::Result<Phase> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).tcp_nodelay(true).build()?;
+    let target = format!("{}{}", url.trim_end_matches('/'), path);
+    // Warm the cache (and the connections).
+    for _ in 0..2 {
+        let response = client.get(&target).bearer_auth(key).send().await?;
+        if !response.status().is_success() {
+            bail!("{target}: HTTP {}: {}", response.status(), response.text().await.unwrap_or_default());
+        }
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, target, key, next) = (client.clone(), target.clone(), key.to_string(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0;
+            let mut misses = 0;
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let sent = Instant::now();
+                match client.get(&target).bearer_auth(&key).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        if r.headers().get("x-cache").is_some_and(|v| v != "HIT") {
+                            misses += 1;
+                        }
+                        let _ = r.bytes().await;
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (latencies, failed, misses)
+        }));
+    }
+    let (mut latencies, mut failed, mut misses) = (Vec::new(), 0, 0);
+    for worker in workers {
+        let (l, f, m) = worker.await?;
+        latencies.extend(l);
+        failed += f;
+        misses += m;
+    }
+    if misses > 0 {
+        tracing::warn!(misses, "some responses were not cache hits");
+    }
+    let ok = latencies.len();
+    Ok(Phase::from(&mut latencies, ok, failed, started.elapsed()))
+}

@@ -137,6 +137,16 @@ pub enum BenchCommand {
         key: String,
         #[arg(long, default_value_t = 50)]
         iterations: usize,
+        /// Instead: many concurrent clients on one cached call.
+        #[arg(long)]
+        cached: bool,
+        /// The cached call (with --cached).
+        #[arg(long, default_value = "/v1/queries/dau?from=today-30d&to=today")]
+        path: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
     },
 }
 
@@ -273,7 +283,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 BenchCommand::Queries {
                     url,
                     key,
+                    cached: true,
+                    path,
+                    concurrency,
+                    requests,
+                    ..
+                },
+        } => {
+            let phase = crate::bench::cached(&url, &key, &path, concurrency, requests).await?;
+            write_out(&format!(
+                "{concurrency} clients, {} requests ({} failed) on {path}: {:.0} requests/s, latency p50 {:.2} ms, p99 {:.2} ms",
+                phase.requests,
+                phase.failed,
+                phase.requests as f64 / phase.elapsed.as_secs_f64().max(1e-9),
+                phase.p50_ms,
+                phase.p99_ms
+            ))
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Queries {
+                    url,
+                    key,
                     iterations,
+                    ..
                 },
         } => {
             let catalog = crate::catalog::Catalog::load_or_explain(
