@@ -14,9 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     files.sort();
     let mut out = String::from("&[\n");
+    // Paths relative to the crate, resolved when the crate compiles: the target directory may be
+    // shared by several checkouts, and a cached absolute path would point into another one.
     for name in files {
-        let path = std::fs::canonicalize(dir.join(&name))?;
-        writeln!(out, "    ({name:?}, include_str!({:?})),", path.display())?;
+        writeln!(
+            out,
+            "    ({name:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/migrations/clickhouse/{name}\"))),"
+        )?;
     }
     out.push(']');
     let target = Path::new(&std::env::var("OUT_DIR")?).join("clickhouse_migrations.rs");

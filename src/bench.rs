@@ -531,21 +531,39 @@ pub fn render_queries(timings: &[TemplateTiming], iterations: usize) -> String {
 }
 
 /// `chgate bench queries --cached`: many clients on one cached template call.
-pub async fn cached(url: &str, key: &str, path: &str, concurrency: usize, requests: usize) -> anyhow::Result<Phase> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).tcp_nodelay(true).build()?;
+pub async fn cached(
+    url: &str,
+    key: &str,
+    path: &str,
+    concurrency: usize,
+    requests: usize,
+) -> anyhow::Result<Phase> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .tcp_nodelay(true)
+        .build()?;
     let target = format!("{}{}", url.trim_end_matches('/'), path);
     // Warm the cache (and the connections).
     for _ in 0..2 {
         let response = client.get(&target).bearer_auth(key).send().await?;
         if !response.status().is_success() {
-            bail!("{target}: HTTP {}: {}", response.status(), response.text().await.unwrap_or_default());
+            bail!(
+                "{target}: HTTP {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
         }
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, target, key, next) = (client.clone(), target.clone(), key.to_string(), next.clone());
+        let (client, target, key, next) = (
+            client.clone(),
+            target.clone(),
+            key.to_string(),
+            next.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failed = 0;

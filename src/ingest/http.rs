@@ -54,7 +54,7 @@ pub async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let allowed_events = authorize(&state, &principal).await?;
+    let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     let limit = state.pipeline.settings.max_body_bytes;
     let bytes = read_body(body, &headers, limit).await?;
@@ -65,13 +65,17 @@ pub async fn events(
         (parse_json(&bytes)?, Vec::new())
     };
     check_batch_size(&state, values.len() + parse_errors.len())?;
-    let role = state.access.role(&principal)?;
     state
         .access
         .limiter
         .events(&principal, &role.limits, values.len())?;
     let facts = facts(&state, peer, &headers);
-    let rules = rules(&state, &principal, facts.received_at_ms, &allowed_events);
+    let rules = rules(
+        &state,
+        &principal,
+        facts.received_at_ms,
+        &role.ingest_events,
+    );
     // NDJSON lines that failed to parse keep their positions in the response.
     let (positions, values): (Vec<usize>, Vec<Value>) = values.into_iter().unzip();
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
@@ -183,16 +187,20 @@ async fn segment_ingest(
     kind: Option<&str>,
     envelope: Map<String, Value>,
 ) -> Result<Response, ApiError> {
-    let allowed_events = authorize(&state, &principal).await?;
+    let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     check_batch_size(&state, messages.len())?;
-    let role = state.access.role(&principal)?;
     state
         .access
         .limiter
         .events(&principal, &role.limits, messages.len())?;
     let facts = facts(&state, peer, &headers);
-    let rules = rules(&state, &principal, facts.received_at_ms, &allowed_events);
+    let rules = rules(
+        &state,
+        &principal,
+        facts.received_at_ms,
+        &role.ingest_events,
+    );
     let mut mapped = Vec::with_capacity(messages.len());
     let mut positions = Vec::with_capacity(messages.len());
     let mut rejected = Vec::new();
@@ -229,7 +237,10 @@ fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
     }
 }
 
-async fn authorize(state: &AppState, principal: &Principal) -> Result<Vec<String>, ApiError> {
+async fn authorize(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<crate::access::policy::RolePolicy, ApiError> {
     let role = state.access.role(principal)?;
     state
         .access
@@ -245,7 +256,7 @@ async fn authorize(state: &AppState, principal: &Principal) -> Result<Vec<String
             ),
         ));
     }
-    Ok(role.ingest_events)
+    Ok(role)
 }
 
 fn rules<'a>(

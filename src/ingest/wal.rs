@@ -526,6 +526,18 @@ mod tests {
         }
     }
 
+    /// A log in `dir` with the given size limit and segment size (segments never age out).
+    fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Wal {
+        Wal::open(
+            "test",
+            dir,
+            max_bytes,
+            segment_bytes,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    }
+
     fn sample_row() -> EventRow {
         crate::ingest::row::tests::sample_row()
     }
@@ -533,27 +545,13 @@ mod tests {
     #[tokio::test]
     async fn appended_batches_survive_a_reopen_and_are_marked_for_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(
-            "test",
-            dir.path(),
-            1 << 30,
-            1 << 20,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let wal = open(dir.path(), 1 << 30, 1 << 20);
         let first = wal.append(batch(3).encode().unwrap(), 3).await.unwrap();
         let second = wal.append(batch(2).encode().unwrap(), 2).await.unwrap();
         assert_eq!(first, second, "one active segment");
         drop(wal);
 
-        let reopened = Wal::open(
-            "test",
-            dir.path(),
-            1 << 30,
-            1 << 20,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let reopened = open(dir.path(), 1 << 30, 1 << 20);
         let rows = reopened.with_segments(|s| {
             s.values()
                 .map(|s| (s.rows, s.needs_replay))
@@ -568,28 +566,14 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_cut_off_and_earlier_records_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(
-            "test",
-            dir.path(),
-            1 << 30,
-            1 << 20,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let wal = open(dir.path(), 1 << 30, 1 << 20);
         let id = wal.append(batch(4).encode().unwrap(), 4).await.unwrap();
         drop(wal);
         let path = dir.path().join(file_name(id));
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
 
-        let reopened = Wal::open(
-            "test",
-            dir.path(),
-            1 << 30,
-            1 << 20,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let reopened = open(dir.path(), 1 << 30, 1 << 20);
 
         assert_eq!(reopened.with_segments(|s| s[&id].rows), 4);
         assert_eq!(reopened.read_segment(id).unwrap().len(), 1);
@@ -598,7 +582,7 @@ mod tests {
     #[tokio::test]
     async fn appends_beyond_the_size_limit_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open("test", dir.path(), 2_000, 1 << 20, Duration::from_secs(60)).unwrap();
+        let wal = open(dir.path(), 2_000, 1 << 20);
         let payload = batch(1).encode().unwrap();
         let mut refused = false;
         for _ in 0..100 {
@@ -613,7 +597,7 @@ mod tests {
     #[tokio::test]
     async fn segments_rotate_by_size_and_retire_deletes_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open("test", dir.path(), 1 << 30, 10, Duration::from_secs(60)).unwrap();
+        let wal = open(dir.path(), 1 << 30, 10);
         let a = wal.append(batch(1).encode().unwrap(), 1).await.unwrap();
         let b = wal.append(batch(1).encode().unwrap(), 1).await.unwrap();
         assert!(b > a);
