@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::enrich::{net, RequestFacts};
 use super::model::{Rejection, Rules};
 use super::{segment, Backpressure, BatchResult, RejectedEvent};
+use crate::access::policy::RolePolicy;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -59,16 +60,18 @@ pub async fn events(
     let limit = state.pipeline.settings.max_body_bytes;
     let bytes = read_body(body, &headers, limit).await?;
     let ndjson = query.format.as_deref() == Some("ndjson") || is_ndjson(&headers);
-    let (values, mut parse_errors) = if ndjson {
+    let (values, parse_errors) = if ndjson {
         parse_ndjson(&bytes)
     } else {
         (parse_json(&bytes)?, Vec::new())
     };
-    check_batch_size(&state, values.len() + parse_errors.len())?;
-    state
-        .access
-        .limiter
-        .events(&principal, &role.limits, values.len())?;
+    admit(
+        &state,
+        &principal,
+        &role,
+        values.len() + parse_errors.len(),
+        values.len(),
+    )?;
     let facts = facts(&state, peer, &headers);
     let rules = rules(
         &state,
@@ -79,20 +82,7 @@ pub async fn events(
     // NDJSON lines that failed to parse keep their positions in the response.
     let (positions, values): (Vec<usize>, Vec<Value>) = values.into_iter().unzip();
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
-    respond(
-        result.map(|mut r| {
-            for rejected in &mut r.rejected {
-                rejected.index = positions
-                    .get(rejected.index)
-                    .copied()
-                    .unwrap_or(rejected.index);
-            }
-            r.rejected.append(&mut parse_errors);
-            r.rejected.sort_by_key(|e| e.index);
-            r
-        }),
-        wait,
-    )
+    respond(result.map(|r| remap(r, &positions, parse_errors)), wait)
 }
 
 /// `POST /v1/batch`: a Segment batch `{batch: [...], context?, sentAt?}`.
@@ -189,11 +179,7 @@ async fn segment_ingest(
 ) -> Result<Response, ApiError> {
     let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
-    check_batch_size(&state, messages.len())?;
-    state
-        .access
-        .limiter
-        .events(&principal, &role.limits, messages.len())?;
+    admit(&state, &principal, &role, messages.len(), messages.len())?;
     let facts = facts(&state, peer, &headers);
     let rules = rules(
         &state,
@@ -213,19 +199,40 @@ async fn segment_ingest(
             Err(rejection) => rejected.push(to_rejected(index, rejection)),
         }
     }
-    let result = state
-        .pipeline
-        .ingest(mapped, &rules, &facts, wait)
-        .await
-        .map(|mut r| {
-            for entry in &mut r.rejected {
-                entry.index = positions.get(entry.index).copied().unwrap_or(entry.index);
-            }
-            r.rejected.append(&mut rejected);
-            r.rejected.sort_by_key(|e| e.index);
-            r
-        });
-    respond(result, wait)
+    let result = state.pipeline.ingest(mapped, &rules, &facts, wait).await;
+    respond(result.map(|r| remap(r, &positions, rejected)), wait)
+}
+
+/// The pipeline saw only the events that parsed: put its rejections back at their positions in
+/// the request (`positions[i]` is the request index of the pipeline's event `i`) and add the
+/// events rejected before it.
+fn remap(
+    mut result: BatchResult,
+    positions: &[usize],
+    mut earlier: Vec<RejectedEvent>,
+) -> BatchResult {
+    for entry in &mut result.rejected {
+        entry.index = positions.get(entry.index).copied().unwrap_or(entry.index);
+    }
+    result.rejected.append(&mut earlier);
+    result.rejected.sort_by_key(|e| e.index);
+    result
+}
+
+/// A batch may go on: `in_batch` events within the per-request maximum, `counted` of them within
+/// the key's events per second (lines that did not even parse are not counted).
+fn admit(
+    state: &AppState,
+    principal: &Principal,
+    role: &RolePolicy,
+    in_batch: usize,
+    counted: usize,
+) -> Result<(), ApiError> {
+    check_batch_size(state, in_batch)?;
+    state
+        .access
+        .limiter
+        .events(principal, &role.limits, counted)
 }
 
 fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
