@@ -159,6 +159,7 @@ struct AuditRow {
     outcome: String,
     status: i32,
     rows: Option<i64>,
+    bytes: Option<i64>,
     duration_ms: f64,
     reason: String,
 }
@@ -172,7 +173,7 @@ pub async fn audit_log(
     require_admin(&principal)?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 100_000);
     let rows: Vec<AuditRow> = sqlx::query_as(
-        "SELECT at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, outcome, status, rows, duration_ms, reason
+        "SELECT at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, outcome, status, rows, bytes, duration_ms, reason
          FROM audit_log
          WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
            AND ($3::text IS NULL OR principal = $3) AND ($4::text IS NULL OR action = $4)
@@ -188,7 +189,7 @@ pub async fn audit_log(
     match query.format.as_deref() {
         None | Some("json") => Ok(Json(json!({ "records": rows })).into_response()),
         Some("csv") => {
-            let mut csv = String::from("at,request_id,principal,role,key_id,ip,user_agent,action,resource,params,sql_hash,outcome,status,rows,duration_ms,reason\n");
+            let mut csv = String::from("at,request_id,principal,role,key_id,ip,user_agent,action,resource,params,sql_hash,outcome,status,rows,bytes,duration_ms,reason\n");
             for r in &rows {
                 let fields = [
                     r.at.to_rfc3339(),
@@ -205,6 +206,7 @@ pub async fn audit_log(
                     r.outcome.clone(),
                     r.status.to_string(),
                     r.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    r.bytes.map(|n| n.to_string()).unwrap_or_default(),
                     format!("{:.3}", r.duration_ms),
                     r.reason.clone(),
                 ];

@@ -41,6 +41,12 @@ pub struct AppState {
     pub cache: ResultCache,
     /// Who did what, when, from where and why.
     pub audit: AuditLog,
+    /// ClickHouse's HTTP interface, for the BI endpoint's pass-through.
+    pub upstream: crate::bi::Upstream,
+    /// Cron schedules of alerts, reports and segments, and their runs.
+    pub scheduler: crate::schedule::Scheduler,
+    /// Outgoing HTTP: alert channels, report and export webhooks.
+    pub outbound: reqwest::Client,
 }
 
 impl AppState {
@@ -70,7 +76,15 @@ impl AppState {
             settings.audit.retention_days,
             CancellationToken::new(),
         );
+        let upstream = crate::bi::Upstream::new(&settings.clickhouse)?;
+        let outbound = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .user_agent(concat!("chgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let state = Self {
+            scheduler: crate::schedule::Scheduler::new(postgres.pool().clone()),
+            outbound,
+            upstream,
             cache,
             audit,
             clickhouse,
@@ -89,6 +103,8 @@ impl AppState {
 /// A bound, not yet running, gateway.
 pub struct Application {
     listener: TcpListener,
+    /// The BI endpoint's listener, when enabled.
+    bi_listener: Option<TcpListener>,
     state: AppState,
     workers: Workers,
     shutdown: CancellationToken,
@@ -102,6 +118,17 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let bi_listener = if settings.bi.enabled {
+            Some(
+                TcpListener::bind(settings.bi.listen)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {} (bi.listen)", settings.bi.listen)
+                    })?,
+            )
+        } else {
+            None
+        };
         if settings.ingest.wal == crate::config::WalMode::Off {
             tracing::warn!("ingest.wal is off: acknowledged events not yet in ClickHouse are lost if the gateway crashes");
         }
@@ -115,6 +142,7 @@ impl Application {
         }
         Ok(Self {
             listener,
+            bi_listener,
             state,
             workers,
             shutdown,
@@ -123,6 +151,11 @@ impl Application {
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// Address of the BI endpoint, when enabled.
+    pub fn bi_addr(&self) -> Option<SocketAddr> {
+        self.bi_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -145,6 +178,29 @@ impl Application {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        if self.state.settings.scheduler.enabled {
+            let settings = &self.state.settings.scheduler;
+            crate::schedule::spawn(
+                self.state.scheduler.clone(),
+                crate::jobs::Jobs::new(self.state.clone()),
+                std::time::Duration::from_millis(settings.tick_ms.max(50)),
+                settings.parallel,
+                shutdown.clone(),
+            );
+        }
+        if let Some(listener) = self.bi_listener {
+            let bi = axum::serve(
+                listener,
+                crate::bi::router(self.state.clone())
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            tokio::spawn(async move {
+                if let Err(e) = bi.await {
+                    tracing::error!(error = %e, "the BI listener failed");
+                }
+            });
+        }
         let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
         tokio::select! {
             result = &mut server => result.context("server failed")?,

@@ -110,6 +110,22 @@ impl AuditRecord {
         }
     }
 
+    /// A record of `action` on `resource` by `principal`, from the request's headers and peer.
+    pub fn for_request(
+        action: &str,
+        resource: &str,
+        principal: &Principal,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Self {
+        Self::new(
+            action,
+            resource,
+            Some(principal),
+            &Origin::from_headers(headers, peer.ip().to_string()),
+        )
+    }
+
     /// Keeps a hash of the SQL and its beginning.
     pub fn with_sql(mut self, sql: &str) -> Self {
         use sha2::Digest;
@@ -118,6 +134,77 @@ impl AuditRecord {
         self
     }
 }
+
+/// A record written when dropped: when a streamed response ends (with the rows and bytes sent), or
+/// as soon as the request fails. Whatever happens to the request, it is audited once.
+pub struct Pending {
+    log: Option<AuditLog>,
+    record: AuditRecord,
+    started: std::time::Instant,
+}
+
+impl Pending {
+    pub fn new(log: &AuditLog, record: AuditRecord) -> Self {
+        Self {
+            log: Some(log.clone()),
+            record,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn record(&mut self) -> &mut AuditRecord {
+        &mut self.record
+    }
+
+    /// Moves the pending record out (into a response stream, say); `self` then writes nothing.
+    pub fn take(&mut self) -> Self {
+        Self {
+            log: self.log.take(),
+            record: std::mem::take(&mut self.record),
+            started: self.started,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            let mut record = std::mem::take(&mut self.record);
+            record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            log.record(record);
+        }
+    }
+}
+
+/// `response` with its body counted into the pending record, which is written when the body has
+/// been sent (or dropped). A JSON template result also gives its row count.
+pub fn count_body(
+    response: axum::response::Response,
+    mut pending: Pending,
+) -> axum::response::Response {
+    use futures_util::StreamExt as _;
+    let (parts, body) = response.into_parts();
+    if let Some(rows) = parts.extensions.get::<ResultRows>() {
+        pending.record().rows = Some(rows.0);
+    }
+    pending.record().bytes = Some(0);
+    let stream = futures_util::stream::unfold(
+        (body.into_data_stream(), pending),
+        |(mut body, mut pending)| async move {
+            let chunk = body.next().await?;
+            if let Ok(bytes) = &chunk {
+                let record = pending.record();
+                record.bytes = Some(record.bytes.unwrap_or(0) + bytes.len() as i64);
+            }
+            Some((chunk, (body, pending)))
+        },
+    );
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(stream))
+}
+
+/// Rows of a result, attached to a response for its audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultRows(pub i64);
 
 /// Handle on the audit log; cheap to clone.
 #[derive(Clone)]

@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::config::CacheSettings;
-use crate::error::ApiError;
 use crate::storage::redis::Redis;
 
 /// Whether a response came from the cache.
@@ -152,15 +151,10 @@ impl ResultCache {
 
     /// Runs `compute` unless an identical call is already running, in which case its result is
     /// shared; the result is stored for `ttl`.
-    pub async fn load<F, Fut>(
-        &self,
-        key: &str,
-        ttl: Duration,
-        compute: F,
-    ) -> Result<Bytes, ApiError>
+    pub async fn load<F, Fut, E>(&self, key: &str, ttl: Duration, compute: F) -> Result<Bytes, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, ApiError>>,
+        Fut: std::future::Future<Output = Result<Bytes, E>>,
     {
         let flight = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());

@@ -128,6 +128,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         rate_secs: u64,
     },
+    /// A large Native result streamed through the BI endpoint and directly from ClickHouse, with
+    /// the gateway's memory sampled while it streams.
+    Bi {
+        /// Base URL of the BI endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8124")]
+        url: String,
+        /// A key whose role may use the BI endpoint.
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The gateway's pid, to sample its resident memory (same machine).
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+    },
     /// Every template's first example through the gateway and directly on ClickHouse.
     Queries {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -325,6 +342,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let timings = crate::bench::queries(&bench, &catalog).await?;
             write_out(crate::bench::render_queries(&timings, iterations).trim_end())
         }
+        Command::Bench {
+            command:
+                BenchCommand::Bi {
+                    url,
+                    key,
+                    rows,
+                    rounds,
+                    gateway_pid,
+                },
+        } => {
+            let bench = crate::bench::BiBench {
+                url,
+                key,
+                clickhouse_url: settings.clickhouse.url.clone(),
+                clickhouse_user: settings.clickhouse.user.clone(),
+                clickhouse_password: settings.clickhouse.password.expose().to_string(),
+                rows,
+                rounds,
+                gateway_pid,
+            };
+            let report = crate::bench::bi(&bench).await?;
+            write_out(report.render(rows).trim_end())
+        }
         Command::Seed { users, days, seed } => {
             let plan = crate::seed::SeedPlan {
                 users,
@@ -370,7 +410,7 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         }
     }
     let app = Application::build(settings).await?;
-    tracing::info!(listen = %app.local_addr()?, version = env!("CARGO_PKG_VERSION"), "chgate listening");
+    tracing::info!(listen = %app.local_addr()?, bi = ?app.bi_addr(), version = env!("CARGO_PKG_VERSION"), "chgate listening");
     cancel_on_signal(app.shutdown_token());
     app.run_until_stopped().await
 }

@@ -31,6 +31,87 @@ pub struct Settings {
     pub access: AccessSettings,
     pub cache: CacheSettings,
     pub audit: AuditSettings,
+    pub bi: BiSettings,
+    pub scheduler: SchedulerSettings,
+    pub alerts: AlertSettings,
+}
+
+/// The job scheduler (alerts, reports, segment refreshes).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// Whether this gateway runs scheduled jobs (any number of gateways may; each occurrence runs
+    /// once).
+    pub enabled: bool,
+    /// How often due jobs are looked for.
+    pub tick_ms: u64,
+    /// Jobs this gateway runs at once.
+    pub parallel: usize,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_ms: 1000,
+            parallel: 4,
+        }
+    }
+}
+
+/// Alert notifications.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Telegram bot token for `telegram` channels (prefer CHGATE__ALERTS__TELEGRAM_BOT_TOKEN).
+    pub telegram_bot_token: Secret,
+    /// Telegram Bot API base URL.
+    pub telegram_api_base: String,
+    /// Per attempt.
+    pub delivery_timeout_ms: u64,
+    pub delivery_attempts: u32,
+    /// First back-off between attempts; doubles each time.
+    pub retry_base_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            telegram_bot_token: Secret::default(),
+            telegram_api_base: "https://api.telegram.org".into(),
+            delivery_timeout_ms: 5000,
+            delivery_attempts: 3,
+            retry_base_ms: 500,
+        }
+    }
+}
+
+/// The ClickHouse-HTTP-compatible endpoint for BI tools (Grafana, Superset).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BiSettings {
+    pub enabled: bool,
+    /// Address of its own listener.
+    pub listen: SocketAddr,
+    /// Largest SQL text (query parameter plus body), after decompression.
+    pub max_query_bytes: usize,
+    /// Largest response kept by the result cache (roles opt in with `bi_cache_ttl_secs`).
+    pub max_cached_bytes: usize,
+    /// How long a query waits for one of the caller's concurrent-query slots before it is
+    /// refused: a dashboard sends all its panels' queries at once.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for BiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8124)),
+            max_query_bytes: 1024 * 1024,
+            max_cached_bytes: 4 * 1024 * 1024,
+            queue_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

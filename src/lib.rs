@@ -2,10 +2,12 @@
 
 pub mod access;
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod bi;
 pub mod cache;
 pub mod catalog;
 pub mod check;
@@ -16,9 +18,13 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod jobs;
 pub mod migrate;
+pub mod owner;
 pub mod query;
+pub mod schedule;
 pub mod seed;
+pub mod segments;
 pub mod sql;
 pub mod storage;
 pub mod telemetry;

@@ -37,6 +37,10 @@ description = "A column to split by; the `breakdown` column is empty without it"
 type = "Bool"
 default = false
 
+[params.segment]
+type = "UUID"
+description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
+
 [[examples]]
 name = "purchases and signups per day, last week"
 params = { events = ["purchase", "signup"], from = "today-7d", to = "today", granularity = "day" }
@@ -55,6 +59,7 @@ SELECT
 FROM events
 WHERE event IN {events:Array(String)}
   AND timestamp >= {from:DateTime} AND timestamp < {to:DateTime}
-{% if not include_bots %}  AND is_bot = 0
+{% if segment is not none %}      AND actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID}))
+{% endif %}{% if not include_bots %}  AND is_bot = 0
 {% endif %}GROUP BY period, event, breakdown
 ORDER BY period, event, breakdown

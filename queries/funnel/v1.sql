@@ -45,6 +45,10 @@ allowed = ["ordered", "strict"]
 type = "String"
 allowed = ["platform", "country", "browser", "os", "device_type", "channel", "utm_source"]
 
+[params.segment]
+type = "UUID"
+description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
+
 [[examples]]
 name = "store purchase funnel, last 30 days"
 params = { steps = ["game_view", "add_to_cart", "checkout_started", "purchase"], from = "today-30d", to = "now" }
@@ -69,7 +73,8 @@ per_user AS
         ) AS evs
     FROM events
     WHERE timestamp >= {from:DateTime} AND timestamp < {to:DateTime} AND is_bot = 0
-{% if order == "ordered" %}      AND event IN {steps:Array(String)}
+{% if segment is not none %}      AND actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID}))
+{% endif %}{% if order == "ordered" %}      AND event IN {steps:Array(String)}
 {% endif %}    GROUP BY actor_id
 ),
 chains AS

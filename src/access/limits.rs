@@ -75,6 +75,28 @@ fn quota(per_second: u32, burst: u32) -> Quota {
     Quota::per_second(rate).allow_burst(burst)
 }
 
+fn too_many_queries(principal: &Principal, limits: &RoleLimits) -> ApiError {
+    metrics::counter!("chgate_rate_limited_total", "kind" => "concurrency", "role" => principal.role.clone()).increment(1);
+    ApiError::TooManyRequests {
+        code: "too_many_concurrent_queries",
+        message: format!(
+            "at most {} queries may run at once for this caller",
+            limits.concurrent_queries
+        ),
+        retry_after: Duration::from_secs(1),
+        limit: None,
+    }
+}
+
+fn gateway_busy(principal: &Principal) -> ApiError {
+    metrics::counter!("chgate_rate_limited_total", "kind" => "gateway", "role" => principal.role.clone()).increment(1);
+    ApiError::Unavailable {
+        code: "gateway_busy",
+        message: "the gateway is running as many queries as it allows; retry shortly".into(),
+        retry_after: Some(Duration::from_secs(1)),
+    }
+}
+
 fn limited(principal: &Principal, limit: u32, wait: Duration) -> ApiError {
     metrics::counter!("chgate_rate_limited_total", "kind" => "requests", "role" => principal.role.clone()).increment(1);
     too_many(limit, wait, "requests")
@@ -240,41 +262,58 @@ impl Limiter {
         }
     }
 
-    /// Takes a query slot of the principal and of the gateway.
+    /// Takes a query slot of the principal and of the gateway, or refuses at once.
     pub fn query_slot(&self, principal: &Principal, limits: &RoleLimits) -> Result<Slot, ApiError> {
-        let semaphore = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots
-                .entry(format!(
-                    "{}/{}",
-                    identity(principal),
-                    limits.concurrent_queries
-                ))
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new(limits.concurrent_queries.max(1) as usize))
-                })
-                .clone()
-        };
-        let principal_slot = semaphore.try_acquire_owned().map_err(|_| {
-            metrics::counter!("chgate_rate_limited_total", "kind" => "concurrency", "role" => principal.role.clone()).increment(1);
-            ApiError::TooManyRequests {
-                code: "too_many_concurrent_queries",
-                message: format!("at most {} queries may run at once for this caller", limits.concurrent_queries),
-                retry_after: Duration::from_secs(1),
-                limit: None,
-            }
-        })?;
-        let global_slot = self.global.clone().try_acquire_owned().map_err(|_| {
-            metrics::counter!("chgate_rate_limited_total", "kind" => "gateway", "role" => principal.role.clone()).increment(1);
-            ApiError::Unavailable {
-                code: "gateway_busy",
-                message: "the gateway is running as many queries as it allows; retry shortly".into(),
-                retry_after: Some(Duration::from_secs(1)),
-            }
-        })?;
+        let principal_slot = self
+            .principal_semaphore(principal, limits)
+            .try_acquire_owned()
+            .map_err(|_| too_many_queries(principal, limits))?;
+        let global_slot = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| gateway_busy(principal))?;
         Ok(Slot {
             _principal: principal_slot,
             _global: global_slot,
         })
+    }
+
+    /// Takes a query slot, waiting up to `wait` for one to free up (queries a dashboard sends
+    /// together queue instead of failing), then refuses as [`Self::query_slot`] does.
+    pub async fn query_slot_within(
+        &self,
+        principal: &Principal,
+        limits: &RoleLimits,
+        wait: Duration,
+    ) -> Result<Slot, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let semaphore = self.principal_semaphore(principal, limits);
+        let principal_slot =
+            match tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                _ => return Err(too_many_queries(principal, limits)),
+            };
+        let global_slot =
+            match tokio::time::timeout_at(deadline, self.global.clone().acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                _ => return Err(gateway_busy(principal)),
+            };
+        Ok(Slot {
+            _principal: principal_slot,
+            _global: global_slot,
+        })
+    }
+
+    fn principal_semaphore(&self, principal: &Principal, limits: &RoleLimits) -> Arc<Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(format!(
+                "{}/{}",
+                identity(principal),
+                limits.concurrent_queries
+            ))
+            .or_insert_with(|| Arc::new(Semaphore::new(limits.concurrent_queries.max(1) as usize)))
+            .clone()
     }
 }

@@ -72,8 +72,8 @@ impl Access {
         self.policy.load_full()
     }
 
-    /// The role's policy; a role missing from the file may do nothing.
-    pub fn role(&self, principal: &Principal) -> Result<RolePolicy, ApiError> {
+    /// The role's policy (shared, not copied); a role missing from the file may do nothing.
+    pub fn role(&self, principal: &Principal) -> Result<Arc<RolePolicy>, ApiError> {
         self.policy().role(&principal.role).cloned().ok_or_else(|| {
             ApiError::forbidden(
                 "role_without_policy",

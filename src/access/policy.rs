@@ -30,7 +30,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
-    pub roles: BTreeMap<String, RolePolicy>,
+    pub roles: BTreeMap<String, std::sync::Arc<RolePolicy>>,
 }
 
 /// What one role may do.
@@ -51,9 +51,18 @@ pub struct RolePolicy {
     pub bi: bool,
     #[serde(default)]
     pub bi_tables: Vec<String>,
+    /// How long BI responses of this role are cached (0: not cached).
+    #[serde(default)]
+    pub bi_cache_ttl_secs: u64,
+    /// The role's own rules for settings BI clients send, over the built-in ones.
+    #[serde(default)]
+    pub bi_settings: BTreeMap<String, SettingRule>,
     /// Row filters per table: `column = {claim.name}` terms joined by `AND`.
     #[serde(default)]
     pub row_filters: BTreeMap<String, String>,
+    /// Whether it may define, refresh and export audience segments.
+    #[serde(default)]
+    pub segments: bool,
     #[serde(default)]
     pub pii: bool,
     #[serde(default)]
@@ -62,6 +71,21 @@ pub struct RolePolicy {
     pub cache_bypass: bool,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// What happens to a setting a BI client sends: `"allow"`, `"drop"`, or `{ max = N }` (clamped).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SettingRule {
+    Named(SettingAction),
+    Clamp { max: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingAction {
+    Allow,
+    Drop,
 }
 
 /// Per-role limits; unset means the built-in default.
@@ -122,6 +146,14 @@ impl Policy {
                     crate::auth::ROLES.join(", ")
                 )));
             }
+            for name in rules.bi_settings.keys() {
+                if crate::bi::settings::is_fixed(name) {
+                    return Err(PolicyError(format!(
+                        "{}: roles.{role}.bi_settings.{name}: the gateway sets {name} itself; it cannot be given a rule",
+                        path.display()
+                    )));
+                }
+            }
             for (table, expression) in &rules.row_filters {
                 parse_filter(expression).map_err(|e| {
                     PolicyError(format!(
@@ -134,7 +166,7 @@ impl Policy {
         Ok(policy)
     }
 
-    pub fn role(&self, role: &str) -> Option<&RolePolicy> {
+    pub fn role(&self, role: &str) -> Option<&std::sync::Arc<RolePolicy>> {
         self.roles.get(role)
     }
 

@@ -38,16 +38,20 @@ pub struct Principal {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// The credential presented by a request, if any: `Authorization: Bearer <key>`,
-/// `Authorization: Basic` (the password, or the user name when the password is empty, as
-/// Segment-style SDKs send their write key), or `X-API-Key`.
-pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
+/// What an `Authorization` header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+impl Authorization {
+    /// Parses `Bearer <token>` or `Basic <base64 user:password>`; other schemes are `None`.
+    pub fn parse(value: &axum::http::HeaderValue) -> Option<Self> {
+        let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
         let token = token.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            return Some(token.to_string()).filter(|t| !t.is_empty());
+            return Some(Self::Bearer(token.to_string()));
         }
         if scheme.eq_ignore_ascii_case("basic") {
             use base64::Engine as _;
@@ -56,10 +60,26 @@ pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
                 .ok()?;
             let decoded = String::from_utf8(decoded).ok()?;
             let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-            let key = if password.is_empty() { user } else { password };
-            return Some(key.to_string()).filter(|k| !k.is_empty());
+            return Some(Self::Basic {
+                user: user.to_string(),
+                password: password.to_string(),
+            });
         }
-        return None;
+        None
+    }
+}
+
+/// The credential presented by a request, if any: `Authorization: Bearer <key>`,
+/// `Authorization: Basic` (the password, or the user name when the password is empty, as
+/// Segment-style SDKs send their write key), or `X-API-Key`.
+pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let key = match Authorization::parse(value)? {
+            Authorization::Bearer(token) => token,
+            Authorization::Basic { user, password } if password.is_empty() => user,
+            Authorization::Basic { password, .. } => password,
+        };
+        return Some(key).filter(|k| !k.is_empty());
     }
     headers
         .get("x-api-key")

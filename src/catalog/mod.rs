@@ -63,6 +63,9 @@ pub struct Catalog {
     templates: BTreeMap<String, BTreeMap<u32, Arc<Template>>>,
     env: Environment<'static>,
     pub dir: PathBuf,
+    /// Statements that passed the guard, by template and text: a template renders to one of a few texts
+    /// (values are bound, not rendered), so each is parsed once, not on every call.
+    guarded: moka::sync::Cache<String, Arc<guard::Checked>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -130,13 +133,18 @@ impl Catalog {
             for (db, table) in template::extra_tables(&file.meta) {
                 policy.tables.insert((db, table));
             }
-            policy.settings = ALLOWED_SETTINGS.iter().map(|s| s.to_string()).collect();
+            policy.settings = ALLOWED_SETTINGS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<_>>()
+                .into();
             templates
                 .entry(file.name.clone())
                 .or_default()
                 .insert(file.version, Arc::new(Template { file, policy }));
         }
         let catalog = Self {
+            guarded: moka::sync::Cache::new(10_000),
             templates,
             env,
             dir: dir.to_path_buf(),
@@ -266,8 +274,19 @@ impl Catalog {
                         .error(e.line().unwrap_or(1), format!("rendering failed: {e}")),
                 )
             })?;
-        let checked = guard::check(&sql, &template.policy)
-            .map_err(|e| RenderError::Guard(template.file.error(0, e.to_string())))?;
+        // Keyed by the template too: each has its own policy (extra tables).
+        let memo = format!("{}\n{sql}", template.file.key());
+        let checked = match self.guarded.get(&memo) {
+            Some(checked) => checked,
+            None => {
+                let checked = Arc::new(
+                    guard::check(&sql, &template.policy)
+                        .map_err(|e| RenderError::Guard(template.file.error(0, e.to_string())))?,
+                );
+                self.guarded.insert(memo, checked.clone());
+                checked
+            }
+        };
         let mut bindings = Vec::new();
         let mut bound = BTreeSet::new();
         for placeholder in &checked.placeholders {
@@ -286,7 +305,7 @@ impl Catalog {
             sql,
             bindings,
             values,
-            tables: checked.tables,
+            tables: checked.tables.clone(),
         })
     }
 

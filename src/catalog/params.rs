@@ -12,6 +12,7 @@ pub enum Scalar {
     Date,
     DateTime,
     Bool,
+    Uuid,
     Int(u8),
     UInt(u8),
     Float(u8),
@@ -65,6 +66,7 @@ fn scalar(text: &str) -> Option<Scalar> {
         "Date" | "Date32" => Scalar::Date,
         "DateTime" => Scalar::DateTime,
         "Bool" => Scalar::Bool,
+        "UUID" => Scalar::Uuid,
         "Float32" => Scalar::Float(32),
         "Float64" => Scalar::Float(64),
         other => {
@@ -88,6 +90,7 @@ fn scalar_name(s: Scalar) -> String {
         Scalar::Date => "Date".into(),
         Scalar::DateTime => "DateTime".into(),
         Scalar::Bool => "Bool".into(),
+        Scalar::Uuid => "UUID".into(),
         Scalar::Int(b) => format!("Int{b}"),
         Scalar::UInt(b) => format!("UInt{b}"),
         Scalar::Float(b) => format!("Float{b}"),
@@ -98,12 +101,14 @@ fn scalar_schema(s: Scalar) -> Value {
     match s {
         Scalar::String => serde_json::json!({"type": "string"}),
         Scalar::Date => {
-            serde_json::json!({"type": "string", "format": "date", "description": "YYYY-MM-DD, or today, today-7d, today+1d"})
+            // No `format: date`: the relative forms are valid values too.
+            serde_json::json!({"type": "string", "description": "YYYY-MM-DD, or today, today-7d, today+1d", "example": "today-7d"})
         }
         Scalar::DateTime => {
-            serde_json::json!({"type": "string", "format": "date-time", "description": "RFC 3339 or YYYY-MM-DD hh:mm:ss (UTC), or now, now-24h, today-7d"})
+            serde_json::json!({"type": "string", "description": "RFC 3339 or YYYY-MM-DD hh:mm:ss (UTC), or now, now-24h, now-30s, today-7d", "example": "now-24h"})
         }
         Scalar::Bool => serde_json::json!({"type": "boolean"}),
+        Scalar::Uuid => serde_json::json!({"type": "string", "format": "uuid"}),
         Scalar::Int(_) | Scalar::UInt(_) => serde_json::json!({"type": "integer"}),
         Scalar::Float(_) => serde_json::json!({"type": "number"}),
     }
@@ -268,6 +273,10 @@ fn coerce_scalar(
             Value::Number(n) => Ok(ParamValue::Str(n.to_string())),
             other => Err(format!("must be a string, got {}", kind(other))),
         },
+        Scalar::Uuid => text
+            .and_then(|t| uuid::Uuid::parse_str(t).ok())
+            .map(|u| ParamValue::Str(u.hyphenated().to_string()))
+            .ok_or_else(|| format!("must be a UUID, got {}", kind(value))),
         Scalar::Bool => match (value, text) {
             (Value::Bool(b), _) => Ok(ParamValue::Bool(*b)),
             (_, Some("true" | "1")) => Ok(ParamValue::Bool(true)),
@@ -377,6 +386,7 @@ pub fn relative(text: &str, now: chrono::DateTime<Utc>) -> Option<chrono::DateTi
     let unit = amount.chars().last()?;
     let n: i64 = amount[..amount.len() - 1].parse().ok()?;
     let delta = match unit {
+        's' => Duration::seconds(n),
         'm' => Duration::minutes(n),
         'h' => Duration::hours(n),
         'd' => Duration::days(n),

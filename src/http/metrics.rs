@@ -39,6 +39,10 @@ fn describe() {
         "chgate_ingest_rows_repaired_total",
         "chgate_ingest_duplicate_rows_total",
         "chgate_cache_redis_errors_total",
+        "chgate_bi_unparseable_total",
+        "chgate_bi_settings_dropped_total",
+        "chgate_bi_response_bytes_total",
+        "chgate_scheduler_errors_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -38,6 +38,41 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/keys/{key}",
             axum::routing::delete(crate::admin::revoke),
         )
+        .route(
+            "/v1/alerts",
+            get(crate::alerts::http::list).post(crate::alerts::http::create),
+        )
+        .route(
+            "/v1/alerts/{id}",
+            get(crate::alerts::http::get)
+                .put(crate::alerts::http::replace)
+                .delete(crate::alerts::http::delete),
+        )
+        .route("/v1/alerts/{id}/events", get(crate::alerts::http::events))
+        .route("/v1/alerts/{id}/runs", get(crate::alerts::http::runs))
+        .route(
+            "/v1/alerts/{id}/evaluate",
+            post(crate::alerts::http::evaluate),
+        )
+        .route(
+            "/v1/segments",
+            get(crate::segments::http::list).post(crate::segments::http::create),
+        )
+        .route(
+            "/v1/segments/{id}",
+            get(crate::segments::http::get)
+                .put(crate::segments::http::replace)
+                .delete(crate::segments::http::delete),
+        )
+        .route(
+            "/v1/segments/{id}/refresh",
+            post(crate::segments::http::refresh),
+        )
+        .route("/v1/segments/{id}/users", get(crate::segments::http::users))
+        .route(
+            "/v1/segments/{id}/export",
+            post(crate::segments::http::export),
+        )
         .route("/v1/catalog", get(query::catalog))
         .route("/v1/catalog/{name}", get(query::catalog_entry))
         .route(
@@ -98,7 +133,7 @@ async fn tag_route(request: Request, next: Next) -> Response {
 }
 
 /// Request id, tracing span, access log line and request metrics for every request.
-async fn observe(mut request: Request, next: Next) -> Response {
+pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id::from_headers(request.headers());
     if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -247,7 +247,7 @@ fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
 async fn authorize(
     state: &AppState,
     principal: &Principal,
-) -> Result<crate::access::policy::RolePolicy, ApiError> {
+) -> Result<std::sync::Arc<crate::access::policy::RolePolicy>, ApiError> {
     let role = state.access.role(principal)?;
     state
         .access

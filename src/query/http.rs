@@ -12,7 +12,7 @@ use super::{collect_json, start, Attribution, Format};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::cache::{CacheStatus, ResultCache};
-use crate::catalog::{Catalog, RenderError, Template};
+use crate::catalog::{Catalog, Template};
 use crate::error::ApiError;
 use crate::http::request_id::current_request_id;
 use crate::ingest::http::read_body;
@@ -121,7 +121,7 @@ fn version_json(template: &Template) -> Value {
     })
 }
 
-fn unknown_template(catalog: &Catalog, name: &str) -> ApiError {
+pub(crate) fn unknown_template(catalog: &Catalog, name: &str) -> ApiError {
     let known: Vec<&str> = catalog.names().map(|(n, _)| n.as_str()).collect();
     ApiError::not_found(
         "unknown_template",
@@ -185,7 +185,8 @@ pub async fn run_version(
     .await
 }
 
-/// Runs a template and records the run in the audit log, whatever its outcome.
+/// Runs a template and records the run in the audit log, whatever its outcome; a successful run
+/// is recorded when its response has been sent, with the bytes sent and (for JSON) the rows.
 #[allow(clippy::too_many_arguments)]
 async fn audited(
     state: AppState,
@@ -198,32 +199,35 @@ async fn audited(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let started = std::time::Instant::now();
-    let origin = crate::audit::Origin::from_headers(&headers, peer.ip().to_string());
     let resource = match version {
         Some(v) => format!("{name}/v{v}"),
         None => name.clone(),
     };
-    let audit = state.audit.clone();
-    let mut record =
-        crate::audit::AuditRecord::new("template.run", &resource, Some(&principal), &origin);
+    let mut record = crate::audit::AuditRecord::for_request(
+        "template.run",
+        &resource,
+        &principal,
+        &headers,
+        peer,
+    );
     record.params = query.as_deref().map(|q| Value::String(q.to_string()));
+    let mut pending = crate::audit::Pending::new(&state.audit, record);
     let result = run(
         state, principal, name, version, method, query, headers, body,
     )
     .await;
-    record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match &result {
+    match result {
         Ok(response) => {
-            record.status = i32::from(response.status().as_u16());
+            pending.record().status = i32::from(response.status().as_u16());
+            Ok(crate::audit::count_body(response, pending))
         }
         Err(error) => {
+            let record = pending.record();
             record.status = i32::from(error.status().as_u16());
             record.outcome = error.code().to_string();
+            Err(error)
         }
     }
-    audit.record(record);
-    result
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -238,27 +242,14 @@ async fn run(
     body: Body,
 ) -> Result<Response, ApiError> {
     let catalog = state.catalog.get();
-    let template = catalog.get(&name, version).ok_or_else(|| match version {
-        Some(v) if catalog.latest_version(&name).is_some() => {
-            ApiError::not_found("unknown_version", format!("{name} has no version v{v}"))
-        }
-        _ => unknown_template(&catalog, &name),
-    })?;
-    let role = state.access.role(&principal)?;
-    if !template.meta().roles.contains(&principal.role)
-        || !role.allows_template(template.name(), template.version())
-    {
-        return Err(ApiError::forbidden(
-            "template_not_allowed",
-            format!(
-                "role {:?} may not run {}/v{} (allowed: {})",
-                principal.role,
-                name,
-                template.version(),
-                template.meta().roles.join(", ")
-            ),
-        ));
-    }
+    let (template, role) = super::authorize(
+        state.access.role(&principal)?,
+        &catalog,
+        &principal,
+        &name,
+        version,
+    )?;
+    let template = template.as_ref();
     let rate = state
         .access
         .limiter
@@ -297,37 +288,13 @@ async fn run(
                 .and_then(Format::from_accept)
         })
         .unwrap_or(Format::Json);
-    let render = |params: &Map<String, Value>| {
-        catalog.render(template, params).map_err(|e| match e {
-            RenderError::Param(p) => ApiError::bad_request("invalid_parameter", p.to_string()),
-            RenderError::Template(e) | RenderError::Guard(e) => {
-                ApiError::Internal(anyhow::anyhow!("{e}"))
-            }
-        })
-    };
-    // Parameters named like a row-filtered column are fixed to the caller's claim.
-    for (column, value) in crate::access::fixed_params(&role, &principal)? {
-        if !template.meta().params.contains_key(&column) {
-            continue;
-        }
-        match params.get(&column) {
-            Some(given) if given.as_str() != Some(value.as_str()) => {
-                return Err(ApiError::forbidden(
-                    "row_filter_param",
-                    format!("{column}: fixed by your row filter; it cannot be set"),
-                ));
-            }
-            _ => {
-                params.insert(column, Value::String(value));
-            }
-        }
-    }
-    let rendered = render(&params)?;
-    let filters = crate::access::row_filters(
+    let (rendered, filters) = super::render_for(
+        &catalog,
+        template,
         &role,
         &principal,
+        params,
         state.clickhouse.database(),
-        &rendered.tables,
     )?;
     let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let who = Attribution {
@@ -390,7 +357,13 @@ async fn run(
             }
         };
         metrics::counter!("chgate_cache_requests_total", "outcome" => status.header().to_ascii_lowercase()).increment(1);
+        let rows = json_rows(&body);
         let mut response = Response::new(Body::from(body));
+        if let Some(rows) = rows {
+            response
+                .extensions_mut()
+                .insert(crate::audit::ResultRows(rows));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -405,20 +378,13 @@ async fn run(
         let slot = state.access.limiter.query_slot(&principal, &role.limits)?;
         let started = std::time::Instant::now();
         let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
-        let stream =
-            futures_util::stream::unfold((running.cursor, slot), |(mut cursor, slot)| async move {
-                match cursor.next().await {
-                    Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), (cursor, slot))),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::error!(error = %e, "streaming a template result failed");
-                        Some((Err(std::io::Error::other(e.to_string())), (cursor, slot)))
-                    }
-                }
-            });
         metrics::histogram!("chgate_query_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
-        let mut response = Response::new(Body::from_stream(stream));
+        let mut response = Response::new(super::stream_body(
+            running.cursor,
+            slot,
+            "a template result",
+        ));
         response.headers_mut().insert(
             "x-cache",
             HeaderValue::from_static(CacheStatus::Bypass.header()),
@@ -433,6 +399,21 @@ async fn run(
     deprecation_headers(template, response.headers_mut());
     rate.apply(response.headers_mut());
     Ok(response)
+}
+
+/// The `rows` of a rendered JSON result, found near its end (where `collect_json` puts it) without
+/// parsing the whole body.
+fn json_rows(body: &[u8]) -> Option<i64> {
+    let tail = &body[body.len().saturating_sub(1024)..];
+    let key = b"\"rows\":";
+    let at = tail.windows(key.len()).rposition(|w| w == key)? + key.len();
+    let digits: String = tail[at..]
+        .iter()
+        .map(|b| *b as char)
+        .skip_while(|c| c.is_whitespace())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 fn parse_format(text: &str) -> Result<Format, ApiError> {

@@ -8,8 +8,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
+use serde_json::Map;
+
+use crate::access::policy::RolePolicy;
+use crate::access::RowFilters;
 use crate::auth::Principal;
-use crate::catalog::{Rendered, Template};
+use crate::catalog::{Catalog, RenderError, Rendered, Template};
 use crate::error::ApiError;
 
 /// Output formats of template endpoints.
@@ -139,6 +145,144 @@ pub fn start(
         cursor,
         started: Instant::now(),
     })
+}
+
+/// Finds the template and checks that the principal's role may run it: the role's policy and the
+/// template's own `roles` must both admit it.
+pub fn authorize(
+    role: Arc<RolePolicy>,
+    catalog: &Catalog,
+    principal: &Principal,
+    name: &str,
+    version: Option<u32>,
+) -> Result<(Arc<Template>, Arc<RolePolicy>), ApiError> {
+    let template = catalog.get(name, version).ok_or_else(|| match version {
+        Some(v) if catalog.latest_version(name).is_some() => {
+            ApiError::not_found("unknown_version", format!("{name} has no version v{v}"))
+        }
+        _ => http::unknown_template(catalog, name),
+    })?;
+    if !template.meta().roles.contains(&principal.role)
+        || !role.allows_template(template.name(), template.version())
+    {
+        return Err(ApiError::forbidden(
+            "template_not_allowed",
+            format!(
+                "role {:?} may not run {}/v{} (allowed: {})",
+                principal.role,
+                name,
+                template.version(),
+                template.meta().roles.join(", ")
+            ),
+        ));
+    }
+    Ok((template.clone(), role))
+}
+
+/// Renders a call for the principal: parameters named like a row-filtered column are fixed to the
+/// caller's claim (giving another value is refused), and the row filters of the tables read are
+/// resolved.
+pub fn render_for(
+    catalog: &Catalog,
+    template: &Template,
+    role: &RolePolicy,
+    principal: &Principal,
+    mut params: Map<String, Value>,
+    database: &str,
+) -> Result<(Rendered, RowFilters), ApiError> {
+    for (column, value) in crate::access::fixed_params(role, principal)? {
+        if !template.meta().params.contains_key(&column) {
+            continue;
+        }
+        match params.get(&column) {
+            Some(given) if given.as_str() != Some(value.as_str()) => {
+                return Err(ApiError::forbidden(
+                    "row_filter_param",
+                    format!("{column}: fixed by your row filter; it cannot be set"),
+                ));
+            }
+            _ => {
+                params.insert(column, Value::String(value));
+            }
+        }
+    }
+    let rendered = catalog.render(template, &params).map_err(|e| match e {
+        RenderError::Param(p) => ApiError::bad_request("invalid_parameter", p.to_string()),
+        RenderError::Template(e) | RenderError::Guard(e) => {
+            ApiError::Internal(anyhow::anyhow!("{e}"))
+        }
+    })?;
+    let filters = crate::access::row_filters(role, principal, database, &rendered.tables)?;
+    Ok((rendered, filters))
+}
+
+/// Runs a template for `principal` outside an HTTP request (alerts, reports): authorization, row
+/// filters and the role's limits as for `GET /v1/queries/…`; the JSON result.
+pub async fn run_json(
+    state: &crate::app::AppState,
+    principal: &Principal,
+    name: &str,
+    version: Option<u32>,
+    params: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let catalog = state.catalog.get();
+    let (template, role) = authorize(
+        state.access.role(principal)?,
+        &catalog,
+        principal,
+        name,
+        version,
+    )?;
+    let (rendered, filters) = render_for(
+        &catalog,
+        &template,
+        &role,
+        principal,
+        params,
+        state.clickhouse.database(),
+    )?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let who = Attribution {
+        request_id: &request_id,
+        principal,
+        max_execution_secs: role.limits.max_execution_secs,
+        max_rows: role.limits.max_result_rows,
+        table_filters: filters.setting(),
+    };
+    let _slot = state
+        .access
+        .limiter
+        .query_slot_within(principal, &role.limits, std::time::Duration::from_secs(60))
+        .await?;
+    let running = start(
+        state.clickhouse.client(),
+        &template,
+        &rendered,
+        Format::Json,
+        &who,
+    )?;
+    collect_json(running, &template).await
+}
+
+/// A ClickHouse result streamed as an HTTP body, chunk by chunk; `hold` (a query slot, say) lives
+/// as long as the stream.
+pub fn stream_body<H: Send + 'static>(
+    cursor: clickhouse::query::BytesCursor,
+    hold: H,
+    what: &'static str,
+) -> axum::body::Body {
+    let stream =
+        futures_util::stream::unfold((cursor, hold), move |(mut cursor, hold)| async move {
+            match cursor.next().await {
+                Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), (cursor, hold))),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, what, "streaming a ClickHouse result failed");
+                    Some((Err(std::io::Error::other(e.to_string())), (cursor, hold)))
+                }
+            }
+        });
+    axum::body::Body::from_stream(stream)
 }
 
 /// Reads a JSON result and reshapes it: `{query, version, meta, data, rows, statistics}`.

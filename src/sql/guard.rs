@@ -25,6 +25,7 @@ use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::parser::{Parser, ParserOptions};
 
 use super::placeholders::{self, Placeholder};
+use crate::access::policy::glob;
 
 /// Table functions that read no external data.
 pub const SAFE_TABLE_FUNCTIONS: &[&str] = &[
@@ -98,12 +99,14 @@ const DENIED_FUNCTIONS: &[&str] = &[
 pub struct Policy {
     /// Database that bare table names belong to.
     pub database: String,
-    /// Allowed tables as `(database, table)`; `(db, "*")` allows every table of `db`.
+    /// Allowed tables as `(database, table pattern)`; `*` in a pattern matches any run of
+    /// characters, so `(db, "*")` allows every table of `db`.
     pub tables: BTreeSet<(String, String)>,
     /// Allowed table functions (lower case).
     pub table_functions: BTreeSet<String>,
-    /// Settings a query may set in a `SETTINGS` clause (lower case).
-    pub settings: BTreeSet<String>,
+    /// Settings a query may set in a `SETTINGS` clause (lower case); `None` leaves them to the
+    /// caller, which finds them in [`Checked::settings`].
+    pub settings: Option<BTreeSet<String>>,
     /// Whether a `FORMAT` clause is accepted.
     pub allow_format: bool,
 }
@@ -115,17 +118,15 @@ impl Policy {
             database: database.to_string(),
             tables: BTreeSet::from([(database.to_string(), "*".to_string())]),
             table_functions: SAFE_TABLE_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-            settings: BTreeSet::new(),
+            settings: Some(BTreeSet::new()),
             allow_format: false,
         }
     }
 
-    fn allows_table(&self, database: &str, table: &str) -> bool {
+    pub fn allows_table(&self, database: &str, table: &str) -> bool {
         self.tables
-            .contains(&(database.to_string(), table.to_string()))
-            || self
-                .tables
-                .contains(&(database.to_string(), "*".to_string()))
+            .iter()
+            .any(|(db, pattern)| db == database && glob(pattern, table))
     }
 }
 
@@ -156,6 +157,8 @@ pub struct Checked {
     pub placeholders: Vec<Placeholder>,
     /// Tables read, as `database.table`.
     pub tables: BTreeSet<String>,
+    /// Settings named in `SETTINGS` clauses (lower case), with their values as written.
+    pub settings: Vec<(String, String)>,
 }
 
 /// Checks `sql` against `policy`.
@@ -186,6 +189,7 @@ pub fn check(sql: &str, policy: &Policy) -> Result<Checked, GuardError> {
         skip_relations: Vec::new(),
         array_joins: Vec::new(),
         tables: BTreeSet::new(),
+        settings: Vec::new(),
         error: None,
     };
     let _ = query.visit(&mut walker);
@@ -195,6 +199,7 @@ pub fn check(sql: &str, policy: &Policy) -> Result<Checked, GuardError> {
     Ok(Checked {
         placeholders,
         tables: walker.tables,
+        settings: walker.settings,
     })
 }
 
@@ -208,6 +213,7 @@ struct Walker<'a> {
     /// Operands of `ARRAY JOIN` in the select being walked.
     array_joins: Vec<ObjectName>,
     tables: BTreeSet<String>,
+    settings: Vec<(String, String)>,
     error: Option<GuardError>,
 }
 
@@ -255,16 +261,14 @@ impl Visitor for Walker<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if query.settings.is_some() {
-            let denied = query
-                .settings
-                .iter()
-                .flatten()
-                .map(|s| s.key.value.to_ascii_lowercase())
-                .find(|k| !self.policy.settings.contains(k));
-            if let Some(key) = denied {
-                return self.fail(GuardError::Setting(key));
+        for setting in query.settings.iter().flatten() {
+            let key = setting.key.value.to_ascii_lowercase();
+            if let Some(allowed) = &self.policy.settings {
+                if !allowed.contains(&key) {
+                    return self.fail(GuardError::Setting(key));
+                }
             }
+            self.settings.push((key, setting.value.to_string()));
         }
         if query.format_clause.is_some() && !self.policy.allow_format {
             return self.fail(GuardError::Clause("a FORMAT clause"));
@@ -402,7 +406,7 @@ mod tests {
 
     fn policy() -> Policy {
         let mut policy = Policy::database("analytics");
-        policy.settings.insert("max_threads".into());
+        policy.settings = Some(BTreeSet::from(["max_threads".to_string()]));
         policy
     }
 

@@ -2,6 +2,8 @@
 //! quoted identifiers and comments — so the guard parses exactly the SQL that will run, with each
 //! placeholder replaced by a neutral expression.
 
+use super::lexer;
+
 /// One `{name:Type}` placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
@@ -17,58 +19,23 @@ pub const NEUTRAL: &str = "(NULL)";
 
 /// Finds placeholders; returns them and the SQL with each replaced by [`NEUTRAL`].
 pub fn extract(sql: &str) -> (Vec<Placeholder>, String) {
-    let bytes = sql.as_bytes();
     let mut found = Vec::new();
     let mut out = String::with_capacity(sql.len());
-    let mut i = 0;
-    let mut line = 1;
     let mut copy_from = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\n' => {
-                line += 1;
-                i += 1;
-            }
-            quote @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    if i < bytes.len() && bytes[i] == b'\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    if bytes[i] == b'\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                i += 2;
-            }
-            b'{' => match parse_placeholder(&sql[i..]) {
-                Some((name, ty, len)) => {
-                    out.push_str(&sql[copy_from..i]);
-                    out.push_str(NEUTRAL);
-                    found.push(Placeholder { name, ty, line });
-                    i += len;
-                    copy_from = i;
-                }
-                None => i += 1,
-            },
-            _ => i += 1,
+    let mut line = 1;
+    for token in lexer::tokens(sql) {
+        if token.start < copy_from {
+            continue; // inside a placeholder already replaced
         }
+        if token.is_symbol(sql, '{') {
+            if let Some((name, ty, len)) = parse_placeholder(&sql[token.start..]) {
+                out.push_str(&sql[copy_from..token.start]);
+                out.push_str(NEUTRAL);
+                found.push(Placeholder { name, ty, line });
+                copy_from = token.start + len;
+            }
+        }
+        line += token.text(sql).matches('\n').count();
     }
     out.push_str(&sql[copy_from.min(sql.len())..]);
     (found, out)

@@ -168,7 +168,8 @@ async fn each_default_role_may_run_exactly_the_templates_its_policy_and_the_temp
     }
 }
 
-async fn seed_two_developers(app: &TestApp) {
+/// Three `game_view` events of dev-1's item and five of dev-2's, an hour ago.
+pub(crate) async fn seed_two_developers(app: &TestApp) {
     let now = chrono::Utc::now();
     let mut events = Vec::new();
     for (developer, n) in [("dev-1", 3), ("dev-2", 5)] {

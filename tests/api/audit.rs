@@ -22,6 +22,8 @@ async fn runs_admin_changes_and_auth_failures_are_audited_with_who_where_and_why
         .await
         .unwrap();
     assert_eq!(run.status(), 200);
+    let run_body: Value = serde_json::from_slice(&run.bytes().await.unwrap()).unwrap();
+    let run_len = serde_json::to_vec(&run_body).unwrap().len();
     let denied = app
         .client
         .get(app.url("/v1/queries/dau?from=x"))
@@ -84,6 +86,12 @@ async fn runs_admin_changes_and_auth_failures_are_audited_with_who_where_and_why
     assert_eq!(run["status"], 200);
     assert!(run["params"].as_str().unwrap().contains("from=2026-01-01"));
     assert!(!run["request_id"].as_str().unwrap().is_empty());
+    assert_eq!(run["rows"], run_body["rows"], "rows returned are recorded");
+    assert_eq!(
+        run["bytes"].as_u64(),
+        Some(run_len as u64),
+        "bytes sent are recorded"
+    );
     let failure = records
         .iter()
         .find(|r| r["action"] == "auth.failure")

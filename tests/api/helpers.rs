@@ -40,6 +40,7 @@ pub fn test_settings() -> Settings {
     );
     let mut settings = Settings::default();
     settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.bi.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.server.shutdown_timeout_secs = 5;
     settings.clickhouse.url = clickhouse_url();
     settings.clickhouse.database = name.clone();
@@ -152,6 +153,8 @@ impl Drop for TestDatabases {
 /// A running gateway.
 pub struct TestApp {
     pub address: String,
+    /// Base URL of the BI endpoint.
+    pub bi_address: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -178,10 +181,15 @@ impl TestApp {
             .await
             .expect("application builds");
         let address = format!("http://{}", app.local_addr().expect("bound"));
+        let bi_address = app
+            .bi_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
         let shutdown = app.shutdown_token();
         let server = tokio::spawn(app.run_until_stopped());
         Self {
             address,
+            bi_address,
             client: reqwest::Client::new(),
             shutdown,
             server: Some(server),
@@ -309,4 +317,66 @@ impl TestApp {
             .await
             .expect("request is sent")
     }
+}
+
+/// The value of a counter or gauge on `/metrics`, summed over its labels (0 when absent).
+pub async fn metric_value(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics are text");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A few days of page views, carts and purchases on two platforms, loaded into `events` (the
+/// rollups fill from it).
+pub async fn load_reference_events(app: &TestApp) {
+    let now = chrono::Utc::now();
+    let mut events = Vec::new();
+    for i in 0..120i64 {
+        let event = ["game_view", "add_to_cart", "purchase"][(i % 3) as usize];
+        let mut properties = serde_json::json!({"item_id": format!("game-{}", i % 4)});
+        if event == "purchase" {
+            properties["amount"] = serde_json::json!(5 + i % 20);
+            properties["currency"] = serde_json::json!("USD");
+        }
+        events.push(serde_json::json!({
+            "event": event,
+            "user_id": format!("u-{}", i % 20),
+            "platform": if i % 2 == 0 { "web" } else { "ios" },
+            "timestamp": (now - chrono::Duration::hours(i)).to_rfc3339(),
+            "properties": properties,
+        }));
+    }
+    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), &events)
+        .await
+        .expect("reference events load");
+}
+
+/// An authenticated call with an optional JSON body: status, the answer as JSON (null when it is
+/// not JSON) and as text.
+pub async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value, String) {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request is sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the body is text");
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, json, text)
 }

@@ -8,7 +8,9 @@
 )]
 
 mod access;
+mod alerts;
 mod audit;
+mod bi;
 mod cache;
 mod durability;
 mod health;
@@ -18,7 +20,9 @@ mod ingest;
 mod keys;
 mod limits;
 mod migrations;
+mod native;
 mod queries;
 mod reference;
 mod rollups;
+mod segments;
 mod settings;

@@ -1,0 +1,621 @@
+//! Threshold alerts over query templates.
+//!
+//! An alert runs a template with fixed parameters (relative dates such as `now-15m` resolve at each
+//! evaluation) on a cron schedule, with its creator's permissions, reads one numeric column of the
+//! result and compares it with a threshold — or with the previous row, as a change in percent.
+//! States: `ok` → `pending` (the condition holds, for less than `for_secs`) → `firing` (notified) →
+//! `ok` again when it stops holding (notified as resolved). While firing, nothing more is sent
+//! unless `renotify_secs` has passed since the last notification. Every transition is an event in
+//! the alert's history, with the outcome of each channel.
+
+pub mod channels;
+pub mod http;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use self::channels::{Channel, Notification};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::schedule::{Outcome, Schedule};
+
+/// Job kind of alert evaluations in the scheduler.
+pub const JOB_KIND: &str = "alert";
+
+/// An alert as clients define it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub template: String,
+    /// Pinned template version; the latest when absent.
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    pub condition: Condition,
+    /// When to evaluate: a cron expression in UTC (5 fields, or 6 with seconds first).
+    pub schedule: String,
+    /// How long the condition must hold before the alert fires.
+    #[serde(default)]
+    pub for_secs: u64,
+    #[serde(default)]
+    pub severity: Severity,
+    pub channels: Vec<Channel>,
+    /// While firing, notify again this often (0: once).
+    #[serde(default)]
+    pub renotify_secs: u64,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+/// What is compared with what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// A numeric column of the template's result.
+    pub column: String,
+    pub op: Op,
+    pub threshold: f64,
+    /// Which value of the column: the last row's (default), the first's, or over all rows.
+    #[serde(default)]
+    pub aggregate: Aggregate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    #[serde(rename = ">")]
+    Above,
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "<")]
+    Below,
+    #[serde(rename = "<=")]
+    AtMost,
+    /// The last row against the one before, in percent: fires at `threshold` or more.
+    #[serde(rename = "change_pct_above")]
+    ChangeAbove,
+    /// … fires at `threshold` or less (a drop of 20 % is `-20`).
+    #[serde(rename = "change_pct_below")]
+    ChangeBelow,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    #[default]
+    Last,
+    First,
+    Max,
+    Min,
+    Sum,
+}
+
+impl Condition {
+    pub fn describe(&self) -> String {
+        let op = match self.op {
+            Op::Above => ">",
+            Op::AtLeast => ">=",
+            Op::Below => "<",
+            Op::AtMost => "<=",
+            Op::ChangeAbove => "changed by >= (%)",
+            Op::ChangeBelow => "changed by <= (%)",
+        };
+        let of = match self.op {
+            Op::ChangeAbove | Op::ChangeBelow => "change".to_string(),
+            _ => format!("{:?}", self.aggregate).to_lowercase(),
+        };
+        format!("{of}({}) {op} {}", self.column, self.threshold)
+    }
+
+    /// The observed value: `None` when the result has no rows to judge (never fires).
+    pub fn observe(&self, result: &Value) -> Result<Option<f64>, String> {
+        let columns: Vec<&str> = result["meta"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        if !columns.contains(&self.column.as_str()) {
+            return Err(format!(
+                "condition.column: the result has no column {:?} (columns: {})",
+                self.column,
+                columns.join(", ")
+            ));
+        }
+        let mut values = Vec::new();
+        for row in result["data"].as_array().into_iter().flatten() {
+            let cell = &row[&self.column];
+            let value = match cell {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.parse::<f64>().ok(),
+                Value::Null => None,
+                _ => None,
+            };
+            match value {
+                Some(v) => values.push(v),
+                None if cell.is_null() => {}
+                None => {
+                    return Err(format!(
+                        "condition.column: {:?} is not numeric (found {cell})",
+                        self.column
+                    ))
+                }
+            }
+        }
+        if matches!(self.op, Op::ChangeAbove | Op::ChangeBelow) {
+            let [.., previous, last] = values.as_slice() else {
+                return Ok(None);
+            };
+            if *previous == 0.0 {
+                return Ok(None);
+            }
+            return Ok(Some((last - previous) / previous.abs() * 100.0));
+        }
+        Ok(match self.aggregate {
+            Aggregate::Last => values.last().copied(),
+            Aggregate::First => values.first().copied(),
+            Aggregate::Max => values.iter().copied().reduce(f64::max),
+            Aggregate::Min => values.iter().copied().reduce(f64::min),
+            Aggregate::Sum => (!values.is_empty()).then(|| values.iter().sum()),
+        })
+    }
+
+    pub fn holds(&self, value: f64) -> bool {
+        match self.op {
+            Op::Above => value > self.threshold,
+            Op::AtLeast | Op::ChangeAbove => value >= self.threshold,
+            Op::Below => value < self.threshold,
+            Op::AtMost | Op::ChangeBelow => value <= self.threshold,
+        }
+    }
+}
+
+/// An alert's state between evaluations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// ok | pending | firing
+    pub state: String,
+    pub since: DateTime<Utc>,
+    pub last_notified: Option<DateTime<Utc>>,
+}
+
+/// What an evaluation changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub next: State,
+    /// The history event: pending, firing, renotified, resolved, cancelled.
+    pub event: Option<&'static str>,
+    pub notify: bool,
+}
+
+/// The state machine: from `current`, the condition holding or not at `now`.
+pub fn step(
+    current: &State,
+    holds: bool,
+    now: DateTime<Utc>,
+    for_secs: u64,
+    renotify_secs: u64,
+) -> Step {
+    let elapsed = |t: DateTime<Utc>| (now - t).num_milliseconds().max(0) as u64;
+    let to = |state: &str, since, last_notified, event, notify| Step {
+        next: State {
+            state: state.to_string(),
+            since,
+            last_notified,
+        },
+        event,
+        notify,
+    };
+    match (current.state.as_str(), holds) {
+        ("firing", true) => match current.last_notified {
+            Some(at) if renotify_secs > 0 && elapsed(at) >= renotify_secs * 1000 => {
+                to("firing", current.since, Some(now), Some("renotified"), true)
+            }
+            _ => to("firing", current.since, current.last_notified, None, false),
+        },
+        ("firing", false) => to("ok", now, Some(now), Some("resolved"), true),
+        ("pending", true) if elapsed(current.since) >= for_secs * 1000 => {
+            to("firing", now, Some(now), Some("firing"), true)
+        }
+        ("pending", true) => to("pending", current.since, current.last_notified, None, false),
+        ("pending", false) => to("ok", now, current.last_notified, Some("cancelled"), false),
+        (_, true) if for_secs == 0 => to("firing", now, Some(now), Some("firing"), true),
+        (_, true) => to(
+            "pending",
+            now,
+            current.last_notified,
+            Some("pending"),
+            false,
+        ),
+        (_, false) => to("ok", current.since, current.last_notified, None, false),
+    }
+}
+
+/// An alert as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Alert {
+    pub id: Uuid,
+    pub name: String,
+    #[sqlx(json)]
+    pub spec: AlertSpec,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub owner: crate::owner::Owner,
+    pub state: String,
+    pub state_since: DateTime<Utc>,
+    pub last_value: Option<f64>,
+    pub last_evaluated_at: Option<DateTime<Utc>>,
+    pub last_notified_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Alert {
+    /// Whose permissions the template runs with.
+    pub fn owner(&self) -> Principal {
+        self.owner.principal()
+    }
+
+    pub fn visible_to(&self, principal: &Principal) -> bool {
+        self.owner.visible_to(principal)
+    }
+}
+
+/// One event of an alert's history.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AlertEvent {
+    pub id: i64,
+    pub alert_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub value: Option<f64>,
+    pub message: String,
+    pub deliveries: Value,
+}
+
+const COLUMNS: &str = "id, name, spec, owner_name, owner_role, owner_key_id, owner_attributes, state, state_since, last_value, last_evaluated_at, last_notified_at, last_error, created_at, updated_at";
+
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Alert>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM alerts WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Alert>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM alerts ORDER BY created_at"))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn events(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<AlertEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, alert_id, at, kind, value, message, deliveries FROM alert_events
+         WHERE alert_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+fn message(alert: &Alert, kind: &str, value: Option<f64>) -> String {
+    let value = value.map_or("no data".to_string(), |v| format!("{v}"));
+    let head = match kind {
+        "resolved" => "RESOLVED",
+        "renotified" => "STILL FIRING",
+        _ => "FIRING",
+    };
+    format!(
+        "[{head}] {} ({:?}): {} — value {value} (template {})",
+        alert.name,
+        alert.spec.severity,
+        alert.spec.condition.describe(),
+        alert.spec.template
+    )
+}
+
+/// Evaluates an alert once: runs its template, moves its state, records the event and notifies.
+pub async fn evaluate(state: &AppState, id: Uuid) -> Result<Outcome, String> {
+    let pool = state.postgres.pool();
+    let alert = load(pool, id)
+        .await
+        .map_err(|e| format!("cannot load the alert: {e}"))?
+        .ok_or_else(|| "the alert no longer exists".to_string())?;
+    let observed = crate::query::run_json(
+        state,
+        &alert.owner(),
+        &alert.spec.template,
+        alert.spec.version,
+        alert.spec.params.clone(),
+    )
+    .await
+    .map_err(|e| format!("running {}: {e}", alert.spec.template))
+    .and_then(|result| {
+        let rows = result["data"].as_array().map_or(0, Vec::len);
+        Ok((alert.spec.condition.observe(&result)?, rows))
+    });
+    let (value, rows) = match observed {
+        Ok(observed) => observed,
+        Err(error) => {
+            let _ = sqlx::query(
+                "UPDATE alerts SET last_error = $2, last_evaluated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&error)
+            .execute(pool)
+            .await;
+            metrics::counter!("chgate_alert_evaluations_total", "outcome" => "error").increment(1);
+            return Err(error);
+        }
+    };
+    let holds = value.is_some_and(|v| alert.spec.condition.holds(v));
+    let now = Utc::now();
+    // The transition is decided under the row's lock, so concurrent evaluations (a scheduled one
+    // and a manual one, on two gateways) never notify twice.
+    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+    let current: Option<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT state, state_since, last_notified_at FROM alerts WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    let Some((current, since, last_notified)) = current else {
+        return Err("the alert no longer exists".into());
+    };
+    let step = step(
+        &State {
+            state: current,
+            since,
+            last_notified,
+        },
+        holds,
+        now,
+        alert.spec.for_secs,
+        alert.spec.renotify_secs,
+    );
+    sqlx::query(
+        "UPDATE alerts SET state = $2, state_since = $3, last_notified_at = $4, last_value = $5,
+         last_evaluated_at = $6, last_error = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&step.next.state)
+    .bind(step.next.since)
+    .bind(step.next.last_notified)
+    .bind(value)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    let text = step.event.map(|kind| message(&alert, kind, value));
+    let event_id: Option<(i64,)> = match (step.event, &text) {
+        (Some(kind), Some(text)) => Some(
+            sqlx::query_as(
+                "INSERT INTO alert_events (alert_id, kind, value, message) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(id)
+            .bind(kind)
+            .bind(value)
+            .bind(text)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    tx.commit().await.map_err(|e| e.to_string())?;
+    metrics::counter!("chgate_alert_evaluations_total", "outcome" => "ok").increment(1);
+    let mut deliveries = Vec::new();
+    if let (true, Some(kind), Some(text), Some((event_id,))) =
+        (step.notify, step.event, text, event_id)
+    {
+        let notification = Notification {
+            alert_id: id,
+            alert: alert.name.clone(),
+            severity: format!("{:?}", alert.spec.severity).to_lowercase(),
+            state: kind.to_string(),
+            value,
+            condition: alert.spec.condition.describe(),
+            message: text,
+            template: alert.spec.template.clone(),
+            at: now,
+        };
+        deliveries = channels::deliver_all(
+            &state.outbound,
+            &alert.spec.channels,
+            &notification,
+            &state.settings.alerts,
+        )
+        .await;
+        let _ = sqlx::query("UPDATE alert_events SET deliveries = $2 WHERE id = $1")
+            .bind(event_id)
+            .bind(json!(deliveries))
+            .execute(pool)
+            .await;
+    }
+    Ok(Outcome {
+        rows: Some(rows as i64),
+        result: Some(json!({
+            "state": step.next.state,
+            "value": value,
+            "holds": holds,
+            "event": step.event,
+            "deliveries": deliveries,
+        })),
+    })
+}
+
+/// Validates a definition for `principal`: fields, schedule, channels, and that the principal may
+/// run the template with these parameters.
+pub fn validate(
+    state: &AppState,
+    principal: &Principal,
+    spec: &AlertSpec,
+) -> Result<Schedule, String> {
+    if spec.name.trim().is_empty() || spec.name.len() > 200 {
+        return Err("name: must be 1 to 200 characters".into());
+    }
+    if spec.condition.column.trim().is_empty() {
+        return Err("condition.column: must name a column of the template's result".into());
+    }
+    if !spec.condition.threshold.is_finite() {
+        return Err("condition.threshold: must be a finite number".into());
+    }
+    if spec.channels.is_empty() {
+        return Err("channels: at least one channel is needed".into());
+    }
+    if spec.channels.len() > 10 {
+        return Err("channels: at most 10".into());
+    }
+    for (i, channel) in spec.channels.iter().enumerate() {
+        channel.validate(&format!("channels[{i}]"), &state.settings.alerts)?;
+    }
+    let schedule = Schedule::parse(&spec.schedule).map_err(|e| format!("schedule: {e}"))?;
+    let catalog = state.catalog.get();
+    let role = state.access.role(principal).map_err(|e| e.to_string())?;
+    let (template, role) =
+        crate::query::authorize(role, &catalog, principal, &spec.template, spec.version)
+            .map_err(|e| format!("template: {e}"))?;
+    // Templates that declare their columns are checked now; others when the alert first runs.
+    let columns = &template.meta().columns;
+    if !columns.is_empty() && !columns.contains_key(&spec.condition.column) {
+        return Err(format!(
+            "condition.column: {} has no column {:?} (columns: {})",
+            spec.template,
+            spec.condition.column,
+            columns.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    crate::query::render_for(
+        &catalog,
+        &template,
+        &role,
+        principal,
+        spec.params.clone(),
+        state.clickhouse.database(),
+    )
+    .map_err(|e| format!("params: {e}"))?;
+    Ok(schedule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn condition(op: Op, threshold: f64, aggregate: Aggregate) -> Condition {
+        Condition {
+            column: "v".into(),
+            op,
+            threshold,
+            aggregate,
+        }
+    }
+
+    fn result(values: &[Value]) -> Value {
+        json!({
+            "meta": [{"name": "v", "type": "Float64"}],
+            "data": values.iter().map(|v| json!({"v": v})).collect::<Vec<_>>(),
+        })
+    }
+
+    #[test]
+    fn values_are_read_by_aggregate_and_as_changes() {
+        let rows = result(&[json!(10), json!("30"), json!(20)]);
+        assert_eq!(
+            condition(Op::Above, 0.0, Aggregate::Last).observe(&rows),
+            Ok(Some(20.0))
+        );
+        assert_eq!(
+            condition(Op::Above, 0.0, Aggregate::Max).observe(&rows),
+            Ok(Some(30.0))
+        );
+        assert_eq!(
+            condition(Op::Above, 0.0, Aggregate::Sum).observe(&rows),
+            Ok(Some(60.0))
+        );
+        let change = condition(Op::ChangeBelow, -20.0, Aggregate::Last);
+        let dropped = change.observe(&rows).unwrap().unwrap();
+        assert!((dropped + 33.333).abs() < 0.01, "{dropped}");
+        assert!(change.holds(dropped));
+        assert_eq!(
+            condition(Op::Above, 0.0, Aggregate::Last).observe(&result(&[])),
+            Ok(None)
+        );
+        assert!(condition(Op::Above, 0.0, Aggregate::Last)
+            .observe(&result(&[json!("x")]))
+            .unwrap_err()
+            .contains("not numeric"));
+        let mut wrong = condition(Op::Above, 0.0, Aggregate::Last);
+        wrong.column = "nope".into();
+        assert!(wrong.observe(&rows).unwrap_err().contains("columns: v"));
+    }
+
+    #[test]
+    fn the_state_machine_waits_fires_once_renotifies_and_resolves() {
+        let t0 = Utc::now();
+        let ok = State {
+            state: "ok".into(),
+            since: t0,
+            last_notified: None,
+        };
+        let s1 = step(&ok, true, t0, 60, 0);
+        assert_eq!(
+            (s1.next.state.as_str(), s1.event, s1.notify),
+            ("pending", Some("pending"), false)
+        );
+        let s2 = step(&s1.next, true, t0 + Duration::seconds(30), 60, 0);
+        assert_eq!((s2.next.state.as_str(), s2.event), ("pending", None));
+        let s3 = step(&s2.next, true, t0 + Duration::seconds(61), 60, 0);
+        assert_eq!(
+            (s3.next.state.as_str(), s3.event, s3.notify),
+            ("firing", Some("firing"), true)
+        );
+        let s4 = step(&s3.next, true, t0 + Duration::seconds(3600), 60, 0);
+        assert_eq!(
+            (s4.event, s4.notify),
+            (None, false),
+            "no repeat without renotify_secs"
+        );
+        let s5 = step(&s3.next, true, t0 + Duration::seconds(400), 60, 300);
+        assert_eq!((s5.event, s5.notify), (Some("renotified"), true));
+        let s6 = step(&s5.next, false, t0 + Duration::seconds(500), 60, 300);
+        assert_eq!(
+            (s6.next.state.as_str(), s6.event, s6.notify),
+            ("ok", Some("resolved"), true)
+        );
+        let cancelled = step(&s1.next, false, t0 + Duration::seconds(10), 60, 0);
+        assert_eq!(
+            (
+                cancelled.next.state.as_str(),
+                cancelled.event,
+                cancelled.notify
+            ),
+            ("ok", Some("cancelled"), false)
+        );
+        let immediate = step(&ok, true, t0, 0, 0);
+        assert_eq!(
+            (immediate.next.state.as_str(), immediate.notify),
+            ("firing", true)
+        );
+    }
+}
