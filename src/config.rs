@@ -34,6 +34,29 @@ pub struct Settings {
     pub bi: BiSettings,
     pub scheduler: SchedulerSettings,
     pub alerts: AlertSettings,
+    pub reports: ReportSettings,
+}
+
+/// Report files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// Rows printed in a PDF's table (the chart uses all rows; csv and xlsx carry all of them).
+    pub pdf_max_rows: usize,
+    /// Largest file a run may produce.
+    pub max_file_bytes: usize,
+    /// Stored files are removed after this many days.
+    pub retention_days: u32,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            pdf_max_rows: 500,
+            max_file_bytes: 100 * 1024 * 1024,
+            retention_days: 30,
+        }
+    }
 }
 
 /// The job scheduler (alerts, reports, segment refreshes).

@@ -19,6 +19,33 @@ pub async fn run_now(
     }
 }
 
+/// `{"runs": [...]}`: the latest runs of `kind`/`target`, newest first.
+pub async fn runs_json(
+    state: &AppState,
+    kind: &str,
+    target: uuid::Uuid,
+    limit: crate::schedule::Limit,
+) -> Result<axum::Json<serde_json::Value>, crate::error::ApiError> {
+    let runs = state.scheduler.runs(kind, target, limit.clamped()).await?;
+    Ok(axum::Json(serde_json::json!({ "runs": runs })))
+}
+
+/// Deletes a scheduled definition: its schedule, then its row in `table` (runs stay in
+/// `job_runs`).
+pub async fn delete_definition(
+    state: &AppState,
+    kind: &str,
+    table: &'static str,
+    id: uuid::Uuid,
+) -> Result<(), crate::error::ApiError> {
+    state.scheduler.remove(kind, id).await?;
+    sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        .bind(id)
+        .execute(state.postgres.pool())
+        .await?;
+    Ok(())
+}
+
 /// Dispatches claimed runs to their kind's code.
 #[derive(Clone)]
 pub struct Jobs {
@@ -38,6 +65,7 @@ impl Executor for Jobs {
             crate::segments::JOB_KIND => {
                 crate::segments::refresh(&self.state, claimed.target).await
             }
+            crate::reports::JOB_KIND => crate::reports::generate(&self.state, claimed).await,
             other => Err(format!("no job kind {other:?}")),
         }
     }

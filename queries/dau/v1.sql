@@ -2,7 +2,7 @@
 description = """
 Daily active users: distinct users (user_id, else anonymous_id) with at least one event on each
 UTC day from `from` to `to` inclusive, bots excluded. Days without activity are listed with 0.
-Served from the dau_daily rollup."""
+Served from the dau_daily rollup; with `segment`, counted over the segment's members in `events`."""
 roles = ["admin", "analyst", "marketer", "support", "service"]
 cache_ttl_secs = 300
 max_execution_secs = 10
@@ -27,6 +27,10 @@ allowed = ["web", "ios", "android", "desktop", "server", "other"]
 type = "String"
 description = "Only this country (ISO 3166-1 alpha-2)"
 
+[params.segment]
+type = "UUID"
+description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
+
 [[examples]]
 name = "last 30 days"
 params = { from = "today-30d", to = "today" }
@@ -35,10 +39,17 @@ params = { from = "today-30d", to = "today" }
 name = "iOS users in Russia in November 2026"
 params = { from = "2026-11-01", to = "2026-11-30", platform = "ios", country = "RU" }
 ---*/
+{% set members %}actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID})){% endset %}
+{% if segment is not none %}
+SELECT toDate(timestamp) AS day, uniq(actor_id) AS users
+FROM events
+WHERE timestamp >= toDateTime({from:Date}) AND timestamp < toDateTime({to:Date} + 1) AND is_bot = 0
+  AND {{ members }}
+{% else %}
 SELECT day, uniqMerge(users) AS users
 FROM dau_daily
 WHERE day BETWEEN {from:Date} AND {to:Date}
-{% if platform %}  AND platform = {platform:String}
+{% endif %}{% if platform %}  AND platform = {platform:String}
 {% endif %}{% if country %}  AND country = {country:String}
 {% endif %}GROUP BY day
 ORDER BY day WITH FILL FROM {from:Date} TO {to:Date} + 1

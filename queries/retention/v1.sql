@@ -37,6 +37,10 @@ description = "Cohort by the first time users did this (default: first seen)"
 type = "String"
 description = "Count returns by this event (default: any event)"
 
+[params.segment]
+type = "UUID"
+description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
+
 [[examples]]
 name = "weekly cohorts, last 8 weeks"
 params = { from = "today-56d", to = "today", period = "week", periods = 8 }
@@ -46,6 +50,7 @@ name = "buyers coming back to buy again, monthly"
 params = { from = "2026-06-01", to = "2026-11-30", period = "month", periods = 6, start_event = "purchase", return_event = "purchase" }
 ---*/
 {% set unit = period %}
+{% set members %}actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID})){% endset %}
 {% set bucket = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}[period] %}
 {% set add = {"day": "addDays", "week": "addWeeks", "month": "addMonths"}[period] %}
 WITH
@@ -56,14 +61,16 @@ cohorts AS
     FROM events
     WHERE event = {start_event:String} AND is_bot = 0
       AND timestamp >= {from:Date} AND timestamp < {to:Date} + 1
-    GROUP BY actor_id
+{% if segment is not none %}      AND {{ members }}
+{% endif %}    GROUP BY actor_id
 {% else %}
     SELECT actor_id, {{ bucket }}(first_day) AS cohort
     FROM
     (
         SELECT actor_id, toDate(min(first_seen)) AS first_day
         FROM user_first_seen
-        GROUP BY actor_id
+{% if segment is not none %}        WHERE {{ members }}
+{% endif %}        GROUP BY actor_id
     )
     WHERE first_day BETWEEN {from:Date} AND {to:Date}
 {% endif %}

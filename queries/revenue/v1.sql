@@ -25,6 +25,10 @@ allowed = ["day", "week", "month"]
 type = "String"
 description = "Only this ISO 4217 currency"
 
+[params.segment]
+type = "UUID"
+description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
+
 [[examples]]
 name = "monthly USD revenue this year"
 params = { from = "2026-01-01", to = "2026-12-31", granularity = "month", currency = "USD" }
@@ -34,6 +38,7 @@ name = "daily revenue, last 30 days"
 params = { from = "today-30d", to = "today" }
 ---*/
 {% set bucket = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}[granularity] %}
+{% set members %}actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID})){% endset %}
 SELECT
     r.period AS period,
     r.currency AS currency,
@@ -44,18 +49,33 @@ SELECT
     if(r.payers = 0, 0, toFloat64(r.revenue) / r.payers) AS arppu
 FROM
 (
+{% if segment is not none %}
+    SELECT {{ bucket }}(toDate(timestamp)) AS period, toString(currency) AS currency,
+           sumIf(toDecimal128(revenue, 4), event = 'purchase') - sumIf(toDecimal128(revenue, 4), event = 'refund') AS revenue,
+           countIf(event = 'purchase') AS orders, uniqIf(actor_id, event = 'purchase') AS payers
+    FROM events
+    WHERE event IN ('purchase', 'refund') AND is_bot = 0
+      AND timestamp >= toDateTime({from:Date}) AND timestamp < toDateTime({to:Date} + 1)
+      AND {{ members }}
+{% else %}
     SELECT {{ bucket }}(day) AS period, toString(currency) AS currency,
            sum(gross) - sum(refunded) AS revenue, sum(orders) AS orders, uniqMerge(payers) AS payers
     FROM revenue_daily
     WHERE day BETWEEN {from:Date} AND {to:Date}
-{% if currency %}      AND currency = {currency:String}
+{% endif %}{% if currency %}      AND currency = {currency:String}
 {% endif %}    GROUP BY period, currency
 ) AS r
 LEFT JOIN
 (
+{% if segment is not none %}
+    SELECT {{ bucket }}(toDate(timestamp)) AS period, uniq(actor_id) AS users
+    FROM events
+    WHERE is_bot = 0 AND timestamp >= toDateTime({from:Date}) AND timestamp < toDateTime({to:Date} + 1)
+      AND {{ members }}
+{% else %}
     SELECT {{ bucket }}(day) AS period, uniqMerge(users) AS users
     FROM dau_daily
     WHERE day BETWEEN {from:Date} AND {to:Date}
-    GROUP BY period
+{% endif %}    GROUP BY period
 ) AS a ON a.period = r.period
 ORDER BY period, currency

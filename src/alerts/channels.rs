@@ -135,40 +135,58 @@ pub async fn deliver(
     notification: &Notification,
     settings: &AlertSettings,
 ) -> Delivery {
+    retrying(channel.name(), settings, || {
+        send_once(client, channel, notification, settings)
+    })
+    .await
+}
+
+/// Runs `attempt` until it succeeds, at most `delivery_attempts` times, each within
+/// `delivery_timeout_ms`, with a doubling back-off between attempts; counted per channel.
+pub async fn retrying<F, Fut>(
+    channel: &'static str,
+    settings: &AlertSettings,
+    mut attempt: F,
+) -> Delivery
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let attempts = settings.delivery_attempts.max(1);
     let mut delay = Duration::from_millis(settings.retry_base_ms);
     let mut last_error = None;
-    for attempt in 1..=attempts {
+    for n in 1..=attempts {
         let outcome = tokio::time::timeout(
             Duration::from_millis(settings.delivery_timeout_ms),
-            send_once(client, channel, notification, settings),
+            attempt(),
         )
         .await
         .unwrap_or_else(|_| Err("timed out".into()));
         match outcome {
             Ok(()) => {
-                metrics::counter!("chgate_alert_notifications_total", "channel" => channel.name(), "outcome" => "delivered").increment(1);
+                metrics::counter!("chgate_deliveries_total", "channel" => channel, "outcome" => "delivered").increment(1);
                 return Delivery {
-                    channel: channel.name(),
+                    channel,
                     delivered: true,
-                    attempts: attempt,
+                    attempts: n,
                     error: None,
                 };
             }
             Err(e) => {
-                metrics::counter!("chgate_alert_notifications_total", "channel" => channel.name(), "outcome" => "attempt_failed").increment(1);
-                tracing::warn!(channel = channel.name(), attempt, error = %e, "an alert notification failed");
+                metrics::counter!("chgate_deliveries_total", "channel" => channel, "outcome" => "attempt_failed").increment(1);
+                tracing::warn!(channel, attempt = n, error = %e, "a delivery attempt failed");
                 last_error = Some(e);
-                if attempt < attempts {
+                if n < attempts {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
             }
         }
     }
-    metrics::counter!("chgate_alert_notifications_total", "channel" => channel.name(), "outcome" => "failed").increment(1);
+    metrics::counter!("chgate_deliveries_total", "channel" => channel, "outcome" => "failed")
+        .increment(1);
     Delivery {
-        channel: channel.name(),
+        channel,
         delivered: false,
         attempts,
         error: last_error,

@@ -3,7 +3,6 @@
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use uuid::Uuid;
@@ -152,23 +151,9 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     visible(&state, &principal, id).await?;
-    state.scheduler.remove(JOB_KIND, id).await?;
-    sqlx::query("DELETE FROM alerts WHERE id = $1")
-        .bind(id)
-        .execute(state.postgres.pool())
-        .await?;
+    crate::jobs::delete_definition(&state, JOB_KIND, "alerts", id).await?;
     audit(&state, &principal, &headers, peer, "alert.delete", id);
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Limit {
-    #[serde(default = "default_limit")]
-    limit: i64,
-}
-
-fn default_limit() -> i64 {
-    100
 }
 
 /// `GET /v1/alerts/{id}/events`: the history, newest first.
@@ -176,10 +161,10 @@ pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<Uuid>,
-    Query(limit): Query<Limit>,
+    Query(limit): Query<crate::schedule::Limit>,
 ) -> Result<Json<Value>, ApiError> {
     visible(&state, &principal, id).await?;
-    let events = super::events(state.postgres.pool(), id, limit.limit.clamp(1, 1000)).await?;
+    let events = super::events(state.postgres.pool(), id, limit.clamped()).await?;
     Ok(Json(json!({ "events": events })))
 }
 
@@ -188,14 +173,10 @@ pub async fn runs(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<Uuid>,
-    Query(limit): Query<Limit>,
+    Query(limit): Query<crate::schedule::Limit>,
 ) -> Result<Json<Value>, ApiError> {
     visible(&state, &principal, id).await?;
-    let runs = state
-        .scheduler
-        .runs(JOB_KIND, id, limit.limit.clamp(1, 1000))
-        .await?;
-    Ok(Json(json!({ "runs": runs })))
+    crate::jobs::runs_json(&state, JOB_KIND, id, limit).await
 }
 
 /// `POST /v1/alerts/{id}/evaluate`: evaluates now (recorded as a manual run).

@@ -73,6 +73,22 @@ pub fn router(state: AppState) -> Router {
             "/v1/segments/{id}/export",
             post(crate::segments::http::export),
         )
+        .route(
+            "/v1/reports",
+            get(crate::reports::http::list).post(crate::reports::http::create),
+        )
+        .route(
+            "/v1/reports/{id}",
+            get(crate::reports::http::get)
+                .put(crate::reports::http::replace)
+                .delete(crate::reports::http::delete),
+        )
+        .route("/v1/reports/{id}/run", post(crate::reports::http::run))
+        .route("/v1/reports/{id}/runs", get(crate::reports::http::runs))
+        .route(
+            "/v1/reports/runs/{run}/download",
+            get(crate::reports::http::download),
+        )
         .route("/v1/catalog", get(query::catalog))
         .route("/v1/catalog/{name}", get(query::catalog_entry))
         .route(

@@ -81,6 +81,23 @@ pub struct Run {
     pub result: Option<serde_json::Value>,
 }
 
+/// `?limit=` of run and history listings: 100 by default, 1 to 1000.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Limit {
+    #[serde(default = "default_limit")]
+    pub limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+impl Limit {
+    pub fn clamped(self) -> i64 {
+        self.limit.clamp(1, 1000)
+    }
+}
+
 /// A run that has started: what to do.
 #[derive(Debug, Clone)]
 pub struct Claimed {

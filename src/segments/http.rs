@@ -197,11 +197,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     visible(&state, &principal, id).await?;
-    state.scheduler.remove(JOB_KIND, id).await?;
-    sqlx::query("DELETE FROM segments WHERE id = $1")
-        .bind(id)
-        .execute(state.postgres.pool())
-        .await?;
+    crate::jobs::delete_definition(&state, JOB_KIND, "segments", id).await?;
     let deleted = state
         .clickhouse
         .client()

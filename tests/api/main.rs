@@ -23,6 +23,7 @@ mod migrations;
 mod native;
 mod queries;
 mod reference;
+mod reports;
 mod rollups;
 mod segments;
 mod settings;

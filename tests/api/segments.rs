@@ -401,3 +401,65 @@ async fn scheduled_refreshes_pick_up_new_events() {
     }
     assert_eq!(size, 2, "a scheduled refresh saw the new buyer");
 }
+
+#[tokio::test]
+async fn dau_revenue_and_retention_compare_a_segment_with_everyone() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_key("admin").await;
+    events(
+        &app,
+        &[
+            ("a", "purchase", 10.0),
+            ("a", "purchase", 20.0),
+            ("b", "purchase", 5.0),
+            ("c", "game_view", 0.0),
+        ],
+    )
+    .await;
+    let (status, created, text) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/segments",
+        &admin,
+        Some(json!({"name": "buyers", "criteria": buyers(1)})),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let range = "from=today-1d&to=today";
+    // A template's answer for everyone and for the segment's members: the sum of `column`.
+    let both = |template: &'static str, column: &'static str, extra: &'static str| {
+        let (app, admin, id) = (&app, &admin, &id);
+        async move {
+            let mut sums = Vec::new();
+            for segment in [String::new(), format!("&segment={id}")] {
+                let path = format!("/v1/queries/{template}?{range}{extra}{segment}");
+                let (status, body, text) =
+                    call(app, reqwest::Method::GET, &path, admin, None).await;
+                assert_eq!(status, 200, "{path}: {text}");
+                let sum: f64 = body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| match &r[column] {
+                        Value::String(s) => s.parse::<f64>().unwrap(),
+                        other => other.as_f64().unwrap_or(0.0),
+                    })
+                    .sum();
+                sums.push(sum);
+            }
+            sums
+        }
+    };
+    assert_eq!(both("dau", "users", "").await, vec![3.0, 2.0]);
+    assert_eq!(both("revenue", "revenue", "").await, vec![35.0, 35.0]);
+    assert_eq!(
+        both("revenue", "arpu", "").await,
+        vec![35.0 / 3.0, 35.0 / 2.0],
+        "revenue per active user of the segment"
+    );
+    assert_eq!(
+        both("retention", "cohort_size", "&periods=1").await,
+        vec![3.0, 2.0]
+    );
+}

@@ -1,0 +1,564 @@
+//! Reports: a template with parameters, a relative period resolved at each run, a format (csv,
+//! json, xlsx, pdf), an optional schedule and a delivery (stored for download, and/or sent to a
+//! webhook). Runs are scheduler runs (`job_runs`, kind `report`); stored files are kept in
+//! `report_files` for `reports.retention_days`.
+//!
+//! A report runs with its owner's permissions (role, row filters, limits), as alerts and segments
+//! do. Creating one needs the role's `export` permission, since the file leaves the gateway.
+
+pub mod http;
+pub mod render;
+
+use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use self::render::{ChartSpec, Header, Table};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::catalog::params::{ParamType, Scalar};
+use crate::schedule::{Claimed, Outcome, Schedule};
+
+/// Job kind of report runs in the scheduler.
+pub const JOB_KIND: &str = "report";
+
+/// A report as clients define it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub template: String,
+    /// Pinned template version; the latest when absent.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Template parameters; dates may be relative (`today-7d`, `now-24h`), resolved at each run.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// Sets the template's `from` and `to`: `today`, `yesterday`, `last_N_days`, `last_N_hours`,
+    /// `this_week`, `last_week`, `this_month`, `last_month`, `this_year`, `last_year`.
+    #[serde(default)]
+    pub period: Option<String>,
+    pub format: Format,
+    /// When to run: a cron expression in UTC; none: on request only.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// What the PDF charts; by default the first date column against the first numeric one.
+    #[serde(default)]
+    pub chart: ChartSpec,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Json,
+    Xlsx,
+    Pdf,
+}
+
+/// Where a run's file goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Kept for `GET /v1/reports/runs/{run}/download`.
+    #[serde(default = "yes")]
+    pub store: bool,
+    /// Sent as the body of a POST.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            store: true,
+            webhook: None,
+        }
+    }
+}
+
+/// A report as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Report {
+    pub id: Uuid,
+    #[serde(flatten)]
+    #[sqlx(json)]
+    pub spec: ReportSpec,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub owner: crate::owner::Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Report>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM reports WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Report>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM reports ORDER BY created_at")
+        .fetch_all(pool)
+        .await
+}
+
+/// `[start, end)` of a named period at `at` (UTC). Weeks start on Monday; `this_*` periods end
+/// with the current day.
+pub fn period_range(
+    period: &str,
+    at: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+    let day = |d: chrono::NaiveDate| Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN));
+    let today = day(at.date_naive());
+    let tomorrow = today + Duration::days(1);
+    let week = today - Duration::days(i64::from(at.weekday().num_days_from_monday()));
+    let month = |year: i32, month: u32| {
+        chrono::NaiveDate::from_ymd_opt(year, month, 1)
+            .map(day)
+            .ok_or_else(|| format!("period: no month {year}-{month}"))
+    };
+    let this_month = month(at.year(), at.month())?;
+    let last_month = if at.month() == 1 {
+        month(at.year() - 1, 12)?
+    } else {
+        month(at.year(), at.month() - 1)?
+    };
+    let count = |prefix: &str, suffix: &str, max: i64| -> Option<Result<i64, String>> {
+        let n = period.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        Some(match n.parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("period: {period:?} needs a count from 1 to {max}")),
+        })
+    };
+    Ok(match period {
+        "today" => (today, tomorrow),
+        "yesterday" => (today - Duration::days(1), today),
+        "this_week" => (week, tomorrow),
+        "last_week" => (week - Duration::weeks(1), week),
+        "this_month" => (this_month, tomorrow),
+        "last_month" => (last_month, this_month),
+        "this_year" => (month(at.year(), 1)?, tomorrow),
+        "last_year" => (month(at.year() - 1, 1)?, month(at.year(), 1)?),
+        _ => {
+            if let Some(days) = count("last_", "_days", 3660) {
+                (today - Duration::days(days?), today)
+            } else if let Some(hours) = count("last_", "_hours", 24 * 92) {
+                let hour = at - Duration::seconds(i64::from(at.timestamp() as u32 % 3600));
+                let hour = hour - Duration::nanoseconds(i64::from(hour.timestamp_subsec_nanos()));
+                (hour - Duration::hours(hours?), hour)
+            } else {
+                return Err(format!(
+                    "period: {period:?} is not a period (today, yesterday, last_N_days, last_N_hours, this_week, last_week, this_month, last_month, this_year, last_year)"
+                ));
+            }
+        }
+    })
+}
+
+/// The parameters a run uses: the report's, its period as `from`/`to` (a `Date` `to` is the last
+/// day, inclusive; a `DateTime` `to` the end, exclusive), and relative dates resolved at `at`.
+pub fn resolve_params(
+    spec: &ReportSpec,
+    declared: &indexmap::IndexMap<String, crate::catalog::params::ParamSpec>,
+    at: DateTime<Utc>,
+) -> Result<Map<String, Value>, String> {
+    let mut params = spec.params.clone();
+    if let Some(period) = &spec.period {
+        let (start, end) = period_range(period, at)?;
+        for (name, when) in [("from", start), ("to", end)] {
+            let Some(param) = declared.get(name) else {
+                return Err(format!(
+                    "period: {} has no `{name}` parameter to set",
+                    spec.template
+                ));
+            };
+            if params.contains_key(name) {
+                return Err(format!(
+                    "params.{name}: set by the period too; give one or the other"
+                ));
+            }
+            let value = match param.ty {
+                Some(ParamType::Scalar(Scalar::Date)) => {
+                    let when = if name == "to" {
+                        when - Duration::seconds(1)
+                    } else {
+                        when
+                    };
+                    when.format("%Y-%m-%d").to_string()
+                }
+                Some(ParamType::Scalar(Scalar::DateTime)) => {
+                    when.format("%Y-%m-%d %H:%M:%S").to_string()
+                }
+                _ => {
+                    return Err(format!(
+                        "period: {}'s `{name}` is a {}, not a Date or DateTime",
+                        spec.template, param.ty_name
+                    ))
+                }
+            };
+            params.insert(name.to_string(), Value::String(value));
+        }
+    }
+    for (name, value) in params.iter_mut() {
+        let (Some(param), Value::String(text)) = (declared.get(name), &*value) else {
+            continue;
+        };
+        let Some(when) = crate::catalog::params::relative(text, at) else {
+            continue;
+        };
+        *value = Value::String(match param.ty {
+            Some(ParamType::Scalar(Scalar::Date)) => when.format("%Y-%m-%d").to_string(),
+            _ => when.format("%Y-%m-%d %H:%M:%S").to_string(),
+        });
+    }
+    Ok(params)
+}
+
+/// Validates a definition for `principal`: fields, schedule, delivery, and that the principal may
+/// run the template with these parameters now. The schedule, if any.
+pub fn validate(
+    state: &AppState,
+    principal: &Principal,
+    spec: &ReportSpec,
+) -> Result<Option<Schedule>, String> {
+    if spec.name.trim().is_empty() || spec.name.len() > 200 {
+        return Err("name: must be 1 to 200 characters".into());
+    }
+    let role = state.access.role(principal).map_err(|e| e.to_string())?;
+    if !role.export {
+        return Err(format!(
+            "the role {:?} may not export results, and a report is an export",
+            principal.role
+        ));
+    }
+    if !spec.delivery.store && spec.delivery.webhook.is_none() {
+        return Err("delivery: store the file, send it to a webhook, or both".into());
+    }
+    if let Some(url) = &spec.delivery.webhook {
+        crate::alerts::channels::check_url("delivery.webhook", url)?;
+    }
+    let schedule = spec
+        .schedule
+        .as_deref()
+        .map(|s| Schedule::parse(s).map_err(|e| format!("schedule: {e}")))
+        .transpose()?;
+    let catalog = state.catalog.get();
+    let (template, role) =
+        crate::query::authorize(role, &catalog, principal, &spec.template, spec.version)
+            .map_err(|e| format!("template: {e}"))?;
+    let columns: Vec<String> = template.meta().columns.keys().cloned().collect();
+    spec.chart.validate(&columns)?;
+    let params = resolve_params(spec, &template.meta().params, Utc::now())?;
+    crate::query::render_for(
+        &catalog,
+        &template,
+        &role,
+        principal,
+        params,
+        state.clickhouse.database(),
+    )
+    .map_err(|e| format!("params: {e}"))?;
+    Ok(schedule)
+}
+
+/// A file name: the report's name in lower-case words, and the occurrence.
+fn file_name(name: &str, at: DateTime<Utc>, extension: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_alphanumeric() {
+            slug.extend(c.to_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug.trim_end_matches('-').chars().take(60).collect();
+    let slug = if slug.is_empty() {
+        "report".into()
+    } else {
+        slug
+    };
+    format!("{slug}-{}.{extension}", at.format("%Y%m%d-%H%M"))
+}
+
+/// Runs a report (the scheduler's executor for kind `report`): runs the template as the owner,
+/// renders the file, stores and/or delivers it.
+pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, String> {
+    let pool = state.postgres.pool();
+    let report = load(pool, claimed.target)
+        .await
+        .map_err(|e| format!("cannot load the report: {e}"))?
+        .ok_or_else(|| "the report no longer exists".to_string())?;
+    let spec = &report.spec;
+    let owner = report.owner.principal();
+    let at = claimed.scheduled_for;
+    let started = std::time::Instant::now();
+    let catalog = state.catalog.get();
+    let (template, _) = crate::query::authorize(
+        state.access.role(&owner).map_err(|e| e.to_string())?,
+        &catalog,
+        &owner,
+        &spec.template,
+        spec.version,
+    )
+    .map_err(|e| format!("template: {e}"))?;
+    let params = resolve_params(spec, &template.meta().params, at)?;
+    let result = crate::query::run_json(
+        state,
+        &owner,
+        &spec.template,
+        Some(template.version()),
+        params.clone(),
+    )
+    .await
+    .map_err(|e| format!("the template failed: {e}"))?;
+    let queried_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let table = Table::from_result(&result);
+    let rows = table.rows.len();
+    let header = Header {
+        title: spec.name.clone(),
+        description: spec.description.clone(),
+        template: spec.template.clone(),
+        version: template.version(),
+        params: params.clone(),
+        period: spec.period.clone(),
+        generated_at: Utc::now(),
+    };
+    let (format, chart, pdf_rows) = (
+        spec.format,
+        spec.chart.clone(),
+        state.settings.reports.pdf_max_rows,
+    );
+    let file = tokio::task::spawn_blocking(move || match format {
+        Format::Csv => render::csv(&table),
+        Format::Json => render::json(&header, &table),
+        Format::Xlsx => render::xlsx(&header, &table),
+        Format::Pdf => render::pdf(&header, &table, &chart, pdf_rows),
+    })
+    .await
+    .map_err(|e| format!("rendering failed: {e}"))??;
+    let filename = file_name(&spec.name, at, file.extension);
+    let bytes = file.bytes.len();
+    if bytes > state.settings.reports.max_file_bytes {
+        return Err(format!(
+            "the {format:?} file has {bytes} bytes, over reports.max_file_bytes ({}); narrow the period or use csv",
+            state.settings.reports.max_file_bytes
+        ));
+    }
+    metrics::histogram!("chgate_report_bytes", "format" => file.extension).record(bytes as f64);
+    let mut result = json!({
+        "format": format,
+        "filename": filename,
+        "content_type": file.content_type,
+        "bytes": bytes,
+        "rows": rows,
+        "params": params,
+        "period": spec.period,
+        "query_ms": queried_ms,
+        "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+    });
+    if spec.delivery.store {
+        sqlx::query(
+            "INSERT INTO report_files (run_id, report_id, filename, content_type, size, content) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(claimed.run_id)
+        .bind(report.id)
+        .bind(&filename)
+        .bind(file.content_type)
+        .bind(bytes as i64)
+        .bind(&file.bytes)
+        .execute(pool)
+        .await
+        .map_err(|e| format!("storing the file failed: {e}"))?;
+        result["download"] = json!(format!("/v1/reports/runs/{}/download", claimed.run_id));
+        let expired = sqlx::query(
+            "DELETE FROM report_files WHERE created_at < now() - make_interval(days => $1)",
+        )
+        .bind(state.settings.reports.retention_days as i32)
+        .execute(pool)
+        .await;
+        if let Err(e) = expired {
+            tracing::warn!(error = %e, "removing expired report files failed");
+        }
+    }
+    if let Some(url) = &spec.delivery.webhook {
+        let delivery = deliver(state, url, &report, claimed.run_id, &filename, &file).await;
+        result["webhook"] = json!(delivery);
+        if !delivery.delivered {
+            return Err(format!(
+                "the webhook did not take the file after {} attempts: {}{}",
+                delivery.attempts,
+                delivery.error.unwrap_or_default(),
+                if spec.delivery.store {
+                    " (the file is stored)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Ok(Outcome {
+        rows: Some(rows as i64),
+        result: Some(result),
+    })
+}
+
+/// Sends the file to the webhook, retrying with back-off as alert channels do.
+async fn deliver(
+    state: &AppState,
+    url: &str,
+    report: &Report,
+    run_id: i64,
+    filename: &str,
+    file: &render::File,
+) -> crate::alerts::channels::Delivery {
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    crate::alerts::channels::retrying("webhook", &state.settings.alerts, || {
+        let request = state
+            .outbound
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, file.content_type)
+            .header(reqwest::header::CONTENT_DISPOSITION, disposition.as_str())
+            .header("x-chgate-report", report.id.to_string())
+            .header("x-chgate-run", run_id.to_string())
+            .body(file.bytes.clone());
+        async move {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach the webhook: {e}"))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", response.status()))
+            }
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn range(period: &str, now: &str) -> (String, String) {
+        let (a, b) = period_range(period, at(now)).unwrap();
+        (a.to_rfc3339(), b.to_rfc3339())
+    }
+
+    #[test]
+    fn periods_are_half_open_ranges_in_utc() {
+        let now = "2026-03-04T15:30:00Z"; // a Wednesday
+        assert_eq!(
+            range("last_7_days", now),
+            (
+                "2026-02-25T00:00:00+00:00".into(),
+                "2026-03-04T00:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range("last_month", now),
+            (
+                "2026-02-01T00:00:00+00:00".into(),
+                "2026-03-01T00:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range("last_week", now),
+            (
+                "2026-02-23T00:00:00+00:00".into(),
+                "2026-03-02T00:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range("last_24_hours", now),
+            (
+                "2026-03-03T15:00:00+00:00".into(),
+                "2026-03-04T15:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range("last_month", "2026-01-10T00:00:00Z").0,
+            "2025-12-01T00:00:00+00:00"
+        );
+        assert!(period_range("last_0_days", at(now)).is_err());
+        assert!(period_range("fortnight", at(now))
+            .unwrap_err()
+            .contains("last_N_days"));
+    }
+
+    fn declared() -> indexmap::IndexMap<String, crate::catalog::params::ParamSpec> {
+        let spec = |ty: &str| {
+            let mut p: crate::catalog::params::ParamSpec =
+                serde_json::from_value(json!({"type": ty})).unwrap();
+            p.ty = ParamType::parse(ty);
+            p
+        };
+        [
+            ("from", spec("Date")),
+            ("to", spec("Date")),
+            ("since", spec("DateTime")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn spec(params: Value, period: Option<&str>) -> ReportSpec {
+        serde_json::from_value(json!({
+            "name": "r", "template": "dau", "format": "csv",
+            "params": params, "period": period,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_period_sets_inclusive_days_and_relative_dates_resolve_at_the_run() {
+        let now = at("2026-03-04T15:30:00Z");
+        let params =
+            resolve_params(&spec(json!({}), Some("last_7_days")), &declared(), now).unwrap();
+        assert_eq!(params["from"], "2026-02-25");
+        assert_eq!(params["to"], "2026-03-03", "a Date `to` is the last day");
+        let params =
+            resolve_params(&spec(json!({"since": "now-24h"}), None), &declared(), now).unwrap();
+        assert_eq!(params["since"], "2026-03-03 15:30:00");
+        let clash = resolve_params(
+            &spec(json!({"from": "2026-01-01"}), Some("yesterday")),
+            &declared(),
+            now,
+        )
+        .unwrap_err();
+        assert!(clash.starts_with("params.from:"), "{clash}");
+    }
+
+    #[test]
+    fn file_names_are_slugs_with_the_occurrence() {
+        assert_eq!(
+            file_name("Weekly DAU — iOS / RU", at("2026-03-04T08:00:00Z"), "pdf"),
+            "weekly-dau-ios-ru-20260304-0800.pdf"
+        );
+        assert_eq!(
+            file_name("***", at("2026-03-04T08:00:00Z"), "csv"),
+            "report-20260304-0800.csv"
+        );
+    }
+}
