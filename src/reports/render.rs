@@ -97,8 +97,13 @@ impl Table {
                             .iter()
                             .map(|c| fields.get(&c.name).cloned().unwrap_or(Value::Null))
                             .collect(),
-                        Value::Array(cells) => cells.clone(),
-                        _ => Vec::new(),
+                        Value::Array(cells) => cells
+                            .iter()
+                            .cloned()
+                            .chain(std::iter::repeat(Value::Null))
+                            .take(columns.len())
+                            .collect(),
+                        _ => vec![Value::Null; columns.len()],
                     })
                     .collect()
             })
@@ -1004,6 +1009,48 @@ mod tests {
         assert!(text.starts_with("period,event,events,revenue\n"));
         assert!(text.contains("\"a, \"\"quoted\"\" name\""));
         assert_eq!(text.lines().count(), 5);
+    }
+
+    fn header() -> Header {
+        Header {
+            title: "Отчёт".into(),
+            description: String::new(),
+            template: "t".into(),
+            version: 1,
+            params: Map::new(),
+            period: None,
+            generated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn empty_and_wide_results_render_in_every_format() {
+        let empty = Table {
+            columns: table().columns,
+            rows: Vec::new(),
+        };
+        let wide = Table::from_result(&json!({
+            "meta": (0..25).map(|i| json!({"name": format!("c{i}"), "type": "UInt32"})).collect::<Vec<_>>(),
+            "data": (0..700).map(|r| Value::Array((0..20).map(|c| json!(r * c)).collect())).collect::<Vec<_>>(),
+        }));
+        assert_eq!(wide.rows[0].len(), 25, "short rows are padded");
+        for t in [&empty, &wide, &table()] {
+            for file in [
+                csv(t).unwrap(),
+                json(&header(), t).unwrap(),
+                xlsx(&header(), t).unwrap(),
+                pdf(&header(), t, &ChartSpec::default(), 500).unwrap(),
+            ] {
+                assert!(!file.bytes.is_empty());
+            }
+        }
+        let many = pdf(&header(), &wide, &ChartSpec::default(), 500).unwrap();
+        let pages = many
+            .bytes
+            .windows(12)
+            .filter(|w| w.starts_with(b"/Type /Page") && w[11] != b's')
+            .count();
+        assert!(pages >= 10, "500 rows take several pages ({pages})");
     }
 
     #[test]
