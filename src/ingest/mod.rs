@@ -201,7 +201,11 @@ impl Pipeline {
     ) -> Result<BatchResult, Backpressure> {
         let received = events.len() + rejected.len();
         metrics::counter!("chgate_ingest_events_received_total").increment(received as u64);
-        let mut batch = WalBatch::default();
+        // Rows are large: grown one by one, the vector would copy them over and over.
+        let mut batch = WalBatch {
+            rows: Vec::with_capacity(events.len()),
+            users: Vec::new(),
+        };
         let mut critical = Vec::new();
         for (outcome, index) in self.enricher.enrich(events, facts).into_iter().zip(indexes) {
             match outcome {
