@@ -9,7 +9,7 @@
 pub mod http;
 pub mod render;
 
-use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, DurationRound as _, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use self::render::{ChartSpec, Header, Table};
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::catalog::params::{ParamType, Scalar};
+use crate::catalog::params::{ParamSpec, ParamType, Scalar};
 use crate::schedule::{Claimed, Outcome, Schedule};
 
 /// Job kind of report runs in the scheduler.
@@ -157,8 +157,9 @@ pub fn period_range(
             if let Some(days) = count("last_", "_days", 3660) {
                 (today - Duration::days(days?), today)
             } else if let Some(hours) = count("last_", "_hours", 24 * 92) {
-                let hour = at - Duration::seconds(i64::from(at.timestamp() as u32 % 3600));
-                let hour = hour - Duration::nanoseconds(i64::from(hour.timestamp_subsec_nanos()));
+                let hour = at
+                    .duration_trunc(Duration::hours(1))
+                    .map_err(|e| format!("period: {e}"))?;
                 (hour - Duration::hours(hours?), hour)
             } else {
                 return Err(format!(
@@ -173,7 +174,7 @@ pub fn period_range(
 /// day, inclusive; a `DateTime` `to` the end, exclusive), and relative dates resolved at `at`.
 pub fn resolve_params(
     spec: &ReportSpec,
-    declared: &indexmap::IndexMap<String, crate::catalog::params::ParamSpec>,
+    declared: &indexmap::IndexMap<String, ParamSpec>,
     at: DateTime<Utc>,
 ) -> Result<Map<String, Value>, String> {
     let mut params = spec.params.clone();
@@ -191,25 +192,18 @@ pub fn resolve_params(
                     "params.{name}: set by the period too; give one or the other"
                 ));
             }
-            let value = match param.ty {
-                Some(ParamType::Scalar(Scalar::Date)) => {
-                    let when = if name == "to" {
-                        when - Duration::seconds(1)
-                    } else {
-                        when
-                    };
-                    when.format("%Y-%m-%d").to_string()
-                }
-                Some(ParamType::Scalar(Scalar::DateTime)) => {
-                    when.format("%Y-%m-%d %H:%M:%S").to_string()
-                }
-                _ => {
-                    return Err(format!(
-                        "period: {}'s `{name}` is a {}, not a Date or DateTime",
-                        spec.template, param.ty_name
-                    ))
-                }
+            // A Date `to` is the last day of the range, not the day after it.
+            let when = if name == "to" && is_date(param) {
+                when - Duration::seconds(1)
+            } else {
+                when
             };
+            let value = param_text(param, when).ok_or_else(|| {
+                format!(
+                    "period: {}'s `{name}` is a {}, not a Date or DateTime",
+                    spec.template, param.ty_name
+                )
+            })?;
             params.insert(name.to_string(), Value::String(value));
         }
     }
@@ -220,12 +214,26 @@ pub fn resolve_params(
         let Some(when) = crate::catalog::params::relative(text, at) else {
             continue;
         };
-        *value = Value::String(match param.ty {
-            Some(ParamType::Scalar(Scalar::Date)) => when.format("%Y-%m-%d").to_string(),
-            _ => when.format("%Y-%m-%d %H:%M:%S").to_string(),
-        });
+        if let Some(resolved) = param_text(param, when) {
+            *value = Value::String(resolved);
+        }
     }
     Ok(params)
+}
+
+fn is_date(param: &ParamSpec) -> bool {
+    param.ty == Some(ParamType::Scalar(Scalar::Date))
+}
+
+/// `when` as a value of a `Date` or `DateTime` parameter; `None` for other types.
+fn param_text(param: &ParamSpec, when: DateTime<Utc>) -> Option<String> {
+    match param.ty {
+        Some(ParamType::Scalar(Scalar::Date)) => Some(when.format("%Y-%m-%d").to_string()),
+        Some(ParamType::Scalar(Scalar::DateTime)) => {
+            Some(when.format("%Y-%m-%d %H:%M:%S").to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Validates a definition for `principal`: fields, schedule, delivery, and that the principal may

@@ -584,7 +584,6 @@ fn chart_pixels(data: &ChartData, width: u32, height: u32) -> Result<Vec<u8>, St
                 .enumerate()
                 .filter_map(|(x, y)| y.map(|y| (x as f64, y)))
                 .collect();
-            let single = points.len() == 1;
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(4)))
                 .map_err(error)?
@@ -592,7 +591,7 @@ fn chart_pixels(data: &ChartData, width: u32, height: u32) -> Result<Vec<u8>, St
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(4))
                 });
-            if single || points.len() <= 31 {
+            if points.len() <= 31 {
                 chart
                     .draw_series(points.iter().map(|p| Circle::new(*p, 5, color.filled())))
                     .map_err(error)?;
@@ -667,14 +666,15 @@ impl Measure {
         if self.width(text, size) <= width {
             return text.to_string();
         }
-        let mut fitted = String::new();
-        for c in text.chars() {
-            fitted.push(c);
-            if self.width(&fitted, size) + self.width("…", size) > width {
-                fitted.pop();
-                break;
-            }
-        }
+        let room = width - self.width("…", size);
+        let mut used = 0.0;
+        let mut fitted: String = text
+            .chars()
+            .take_while(|c| {
+                used += self.width(c.encode_utf8(&mut [0; 4]), size);
+                used <= room
+            })
+            .collect();
         fitted.push('…');
         fitted
     }

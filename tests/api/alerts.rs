@@ -45,10 +45,7 @@ impl Receiver {
         let router = axum::Router::new()
             .route("/{*path}", post(record))
             .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        (receiver, url)
+        (receiver, crate::helpers::serve(router).await)
     }
 
     fn at(&self, path: &str) -> Vec<Value> {

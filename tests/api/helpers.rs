@@ -380,3 +380,13 @@ pub async fn call(
     let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     (status, json, text)
 }
+
+/// Serves `router` on a free local port (a stand-in for a webhook, say): its base URL.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}

@@ -44,10 +44,7 @@ async fn webhook() -> (Received, String) {
             axum::routing::post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
         )
         .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (received, url)
+    (received, crate::helpers::serve(router).await)
 }
 
 async fn reporting_app() -> TestApp {
