@@ -19,6 +19,9 @@ pub struct IngestBench {
     /// Events per second of the fixed-rate latency phase (0 skips it).
     pub rate: usize,
     pub rate_secs: u64,
+    /// Processes on this machine whose CPU time is measured over the throughput phase.
+    pub gateway_pid: Option<u32>,
+    pub clickhouse_pid: Option<u32>,
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub clickhouse_user: String,
@@ -61,10 +64,83 @@ impl Phase {
     }
 }
 
+/// CPU seconds spent over the throughput phase and until ClickHouse finished its Buffer flushes
+/// and merges, by process; `None` where the process was not given or not readable.
+#[derive(Debug, Clone, Default)]
+pub struct CpuUse {
+    pub gateway: Option<f64>,
+    pub clickhouse: Option<f64>,
+    pub load_generator: Option<f64>,
+    /// Busy CPU time of the whole machine (all cores).
+    pub machine: Option<f64>,
+    pub wall: Duration,
+}
+
+/// CPU time counters read at one moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuSnapshot {
+    gateway: Option<f64>,
+    clickhouse: Option<f64>,
+    load_generator: Option<f64>,
+    machine: Option<f64>,
+    at: Instant,
+}
+
+impl CpuSnapshot {
+    fn take(bench: &IngestBench) -> Self {
+        Self {
+            gateway: bench.gateway_pid.and_then(process_cpu_secs),
+            clickhouse: bench.clickhouse_pid.and_then(process_cpu_secs),
+            load_generator: process_cpu_secs(std::process::id()),
+            machine: machine_busy_secs(),
+            at: Instant::now(),
+        }
+    }
+
+    fn since(&self, start: &Self) -> CpuUse {
+        let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        CpuUse {
+            gateway: diff(self.gateway, start.gateway),
+            clickhouse: diff(self.clickhouse, start.clickhouse),
+            load_generator: diff(self.load_generator, start.load_generator),
+            machine: diff(self.machine, start.machine),
+            wall: self.at - start.at,
+        }
+    }
+}
+
+/// Clock ticks per second of `/proc` CPU counters (USER_HZ; 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// User plus system CPU seconds of a process, all its threads (Linux).
+fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / TICKS_PER_SEC)
+}
+
+/// Busy CPU seconds of the machine: everything but idle and I/O wait, summed over cores.
+fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal …
+    let busy: f64 = line
+        .split_whitespace()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .filter_map(|(_, t)| t.parse::<f64>().ok())
+        .sum();
+    Some(busy / TICKS_PER_SEC)
+}
+
 /// Results of a run.
 #[derive(Debug)]
 pub struct Report {
     pub throughput: Phase,
+    pub cpu: CpuUse,
     pub fixed_rate: Option<(usize, Phase)>,
     pub direct_events_per_sec: f64,
     pub direct_events: usize,
@@ -83,6 +159,20 @@ impl Report {
                 phase.elapsed.as_secs_f64(), phase.events_per_sec(), phase.p50_ms, phase.p99_ms, phase.failed
             ));
         }
+        let per_100k = |secs: Option<f64>| match secs {
+            Some(s) if t.events > 0 => format!("{:.2} s", s * 100_000.0 / t.events as f64),
+            _ => "-".to_string(),
+        };
+        let c = &self.cpu;
+        out.push_str(&format!(
+            "CPU per 100k events (over the throughput phase and ClickHouse's flushes and merges after it, {:.1} s): gateway {}, ClickHouse {}, load generator {}, whole machine {} ({} cores)\n",
+            c.wall.as_secs_f64(),
+            per_100k(c.gateway),
+            per_100k(c.clickhouse),
+            per_100k(c.load_generator),
+            per_100k(c.machine),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ));
         out.push_str(&format!(
             "direct JSONEachRow insert into ClickHouse of the same {} events: {:.0} events/s\n",
             self.direct_events, self.direct_events_per_sec
@@ -120,6 +210,7 @@ pub async fn ingest(bench: &IngestBench) -> anyhow::Result<Report> {
     }
 
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_start = CpuSnapshot::take(bench);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..bench.concurrency {
@@ -158,6 +249,8 @@ pub async fn ingest(bench: &IngestBench) -> anyhow::Result<Report> {
     let elapsed = started.elapsed();
     let ok = latencies.len();
     let throughput = Phase::from(&mut latencies, ok * bench.batch_size, failed, elapsed);
+    settle(bench, &client).await?;
+    let cpu = CpuSnapshot::take(bench).since(&cpu_start);
 
     let fixed_rate = if bench.rate > 0 {
         Some((
@@ -167,10 +260,14 @@ pub async fn ingest(bench: &IngestBench) -> anyhow::Result<Report> {
     } else {
         None
     };
+    if fixed_rate.is_some() {
+        settle(bench, &client).await?;
+    }
     let direct_events = (bodies.len() * bench.batch_size).max(throughput.events.min(1_000_000));
     let direct_events_per_sec = direct(bench, &client, &bodies, direct_events).await?;
     Ok(Report {
         throughput,
+        cpu,
         fixed_rate,
         direct_events_per_sec,
         direct_events,
@@ -246,6 +343,29 @@ async fn fixed_rate(
     ))
 }
 
+/// Waits until ClickHouse has flushed the Buffer table (its `max_time` is 5 s) and finished its
+/// merges, so what follows does not compete with them.
+async fn settle(bench: &IngestBench, client: &reqwest::Client) -> anyhow::Result<()> {
+    let base = bench.clickhouse_url.trim_end_matches('/');
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for _ in 0..30 {
+        let busy = client
+            .post(base)
+            .header("X-ClickHouse-User", &bench.clickhouse_user)
+            .header("X-ClickHouse-Key", &bench.clickhouse_password)
+            .body("SELECT count() FROM system.merges")
+            .send()
+            .await?
+            .text()
+            .await?;
+        if busy.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 /// Inserts `events` of the same generated events straight into a scratch table as `JSONEachRow`.
 async fn direct(
     bench: &IngestBench,
@@ -272,24 +392,6 @@ async fn direct(
             anyhow::Ok(())
         }
     };
-    // Let ClickHouse finish the gateway phase's Buffer flushes and merges first, so the direct
-    // insert does not compete with them.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    for _ in 0..30 {
-        let busy = client
-            .post(&base)
-            .header("X-ClickHouse-User", &bench.clickhouse_user)
-            .header("X-ClickHouse-Key", &bench.clickhouse_password)
-            .body("SELECT count() FROM system.merges")
-            .send()
-            .await?
-            .text()
-            .await?;
-        if busy.trim() == "0" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     run(format!("DROP TABLE IF EXISTS {table}")).await?;
     run(format!(
         "CREATE TABLE {table} (event String, user_id String, anonymous_id String, session_id String, \

@@ -127,6 +127,12 @@ pub enum BenchCommand {
         rate: usize,
         #[arg(long, default_value_t = 10)]
         rate_secs: u64,
+        /// The gateway's process on this machine: its CPU time per 100k events is reported.
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+        /// ClickHouse's process on this machine: its CPU time per 100k events is reported.
+        #[arg(long)]
+        clickhouse_pid: Option<u32>,
     },
     /// A large Native result streamed through the BI endpoint and directly from ClickHouse, with
     /// the gateway's memory sampled while it streams.
@@ -236,6 +242,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     batch_size,
                     rate,
                     rate_secs,
+                    gateway_pid,
+                    clickhouse_pid,
                 },
         } => {
             let bench = crate::bench::IngestBench {
@@ -246,6 +254,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 batch_size,
                 rate,
                 rate_secs,
+                gateway_pid,
+                clickhouse_pid,
                 clickhouse_url: settings.clickhouse.url.clone(),
                 clickhouse_database: settings.clickhouse.database.clone(),
                 clickhouse_user: settings.clickhouse.user.clone(),

@@ -9,11 +9,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
-use serde::Deserialize;
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::enrich::{net, RequestFacts};
-use super::model::{Rejection, Rules};
+use super::model::{visit_scalars_as_kind, RawEvent, Rejection, Rules};
 use super::{segment, Backpressure, BatchResult, RejectedEvent};
 use crate::access::policy::RolePolicy;
 use crate::app::AppState;
@@ -80,7 +81,7 @@ pub async fn events(
         &role.ingest_events,
     );
     // NDJSON lines that failed to parse keep their positions in the response.
-    let (positions, values): (Vec<usize>, Vec<Value>) = values.into_iter().unzip();
+    let (positions, values): (Vec<usize>, Vec<RawEvent<'_>>) = values.into_iter().unzip();
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
     respond(result.map(|r| remap(r, &positions, parse_errors)), wait)
 }
@@ -427,34 +428,58 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
 }
 
 fn parse_document(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "body: invalid JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    serde_json::from_slice(bytes).map_err(invalid_json)
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, Value)>, ApiError> {
-    match parse_document(bytes)? {
-        Value::Array(items) => Ok(items.into_iter().enumerate().collect()),
-        object @ Value::Object(_) => Ok(vec![(0, object)]),
-        other => Err(ApiError::bad_request(
+fn invalid_json(e: serde_json::Error) -> ApiError {
+    ApiError::bad_request(
+        "invalid_json",
+        format!(
+            "body: invalid JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+/// A JSON body: one event object or an array of them, read without building JSON values.
+fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> {
+    struct Body<'a>(Result<Vec<RawEvent<'a>>, &'static str>);
+    impl<'de> Deserialize<'de> for Body<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(BodyVisitor)
+        }
+    }
+    struct BodyVisitor;
+    impl<'de> Visitor<'de> for BodyVisitor {
+        type Value = Body<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an event object or an array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(event) = seq.next_element()? {
+                events.push(event);
+            }
+            Ok(Body(Ok(events)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            Ok(Body(Ok(vec![RawEvent::from_map(map)?])))
+        }
+        visit_scalars_as_kind!(|kind| Body(Err(kind)));
+    }
+    let body: Body<'_> = serde_json::from_slice(bytes).map_err(invalid_json)?;
+    match body.0 {
+        Ok(events) => Ok(events.into_iter().enumerate().collect()),
+        Err(kind) => Err(ApiError::bad_request(
             "invalid_body",
-            format!(
-                "body: must be an event object or an array of events, got {}",
-                super::model::type_name(&other)
-            ),
+            format!("body: must be an event object or an array of events, got {kind}"),
         )),
     }
 }
 
 /// One event per line; a line that is not JSON is rejected on its own, naming its line number.
-fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, Value)>, Vec<RejectedEvent>) {
+fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, RawEvent<'_>)>, Vec<RejectedEvent>) {
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut index = 0;
@@ -463,7 +488,7 @@ fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, Value)>, Vec<RejectedEvent>) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Value>(line) {
+        match serde_json::from_slice::<RawEvent<'_>>(line) {
             Ok(value) => values.push((index, value)),
             Err(e) => errors.push(RejectedEvent {
                 index,

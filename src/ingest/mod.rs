@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::enrich::{Enricher, Outcome, RequestFacts};
-use self::model::{Event, Rejection, Rules};
+use self::model::{Event, Incoming, Rejection, Rules};
 use self::postgres::PgMirror;
 use self::wal::{Wal, WalBatch, WalError};
 use self::writer::{Pending, Target};
@@ -168,9 +167,9 @@ impl Pipeline {
 
     /// Validates, enriches and stores a batch of native-shaped events.
     /// Returns after the accepted events are durable (WAL) — or, with `wait`, stored in ClickHouse.
-    pub async fn ingest(
+    pub async fn ingest<T: Incoming>(
         &self,
-        values: Vec<Value>,
+        values: Vec<T>,
         rules: &Rules<'_>,
         facts: &RequestFacts,
         wait: bool,
@@ -179,7 +178,7 @@ impl Pipeline {
         let mut events: Vec<Event> = Vec::with_capacity(values.len());
         let mut indexes = Vec::with_capacity(values.len());
         for (index, value) in values.into_iter().enumerate() {
-            match model::validate(value, rules) {
+            match value.validate(rules) {
                 Ok(event) => {
                     events.push(event);
                     indexes.push(index);

@@ -6,10 +6,13 @@
 //!   device?: {type?, model?, manufacturer?}, os?: {name?, version?},
 //!   campaign?: {source?, medium?, name?, term?, content?}, library?: {name?, version?}}}`
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
 use crate::config::{IngestSettings, UnknownFields};
@@ -118,16 +121,309 @@ const TOP_LEVEL: &[&str] = &[
     "traits",
 ];
 
-/// Validates one native-shaped event.
+/// One JSON value where the event model expects a scalar or a small object (`context`), read
+/// leniently so that validation, not parsing, names what is wrong. Text is borrowed from the
+/// request body unless it had escapes; arrays are only remembered as such.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Text(Cow<'a, str>),
+    Array,
+    /// Members in the order sent; a repeated key's last value counts.
+    Object(Vec<(Cow<'a, str>, Field<'a>)>),
+}
+
+impl<'a> Field<'a> {
+    /// A view of a `serde_json::Value` (objects keep only their kind).
+    pub fn of(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(*b),
+            Value::Number(n) => Self::Number(n.clone()),
+            Value::String(s) => Self::Text(Cow::Borrowed(s)),
+            Value::Array(_) => Self::Array,
+            Value::Object(_) => Self::Object(Vec::new()),
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "a boolean",
+            Self::Number(_) => "a number",
+            Self::Text(_) => "a string",
+            Self::Array => "an array",
+            Self::Object(_) => "an object",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Field::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Field::Number(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Field::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Number::from_f64(v).map_or(Field::Null, Field::Number))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Field::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Field::Text(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Field::Text(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Field::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(Key(key)) = map.next_key()? {
+            members.push((key, map.next_value()?));
+        }
+        Ok(Field::Object(members))
+    }
+}
+
+/// An object key, borrowed from the request body unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The scalar `visit_*` methods of a visitor that only reports which JSON type it got, through
+/// `$make(kind)` (kinds as in messages: "a string", "null", ...).
+macro_rules! visit_scalars_as_kind {
+    ($make:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($make("a boolean"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($make("a number"))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($make("a number"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($make("a number"))
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($make("a string"))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($make("null"))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($make("null"))
+        }
+    };
+}
+pub(crate) use visit_scalars_as_kind;
+
+/// One event as sent, before validation: the model's fields picked out while parsing (no map of
+/// keys is built), `properties` and `traits` as JSON objects, other top-level fields kept aside.
+#[derive(Debug, Default)]
+pub struct RawEvent<'a> {
+    /// The JSON type sent when the event is not an object.
+    not_object: Option<&'static str>,
+    event: Option<Field<'a>>,
+    event_id: Option<Field<'a>>,
+    timestamp: Option<Field<'a>>,
+    user_id: Option<Field<'a>>,
+    anonymous_id: Option<Field<'a>>,
+    session_id: Option<Field<'a>>,
+    platform: Option<Field<'a>>,
+    context: Option<Field<'a>>,
+    properties: Option<Value>,
+    traits: Option<Value>,
+    unknown: Vec<(String, Value)>,
+}
+
+impl<'a> RawEvent<'a> {
+    fn not_object(kind: &'static str) -> Self {
+        Self {
+            not_object: Some(kind),
+            ..Self::default()
+        }
+    }
+
+    /// Reads the members of an event object.
+    pub fn from_map<A: MapAccess<'a>>(mut map: A) -> Result<Self, A::Error> {
+        let mut raw = Self::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let slot = match &*key {
+                "event" => &mut raw.event,
+                "event_id" => &mut raw.event_id,
+                "timestamp" => &mut raw.timestamp,
+                "user_id" => &mut raw.user_id,
+                "anonymous_id" => &mut raw.anonymous_id,
+                "session_id" => &mut raw.session_id,
+                "platform" => &mut raw.platform,
+                "context" => &mut raw.context,
+                "properties" => {
+                    raw.properties = Some(map.next_value()?);
+                    continue;
+                }
+                "traits" => {
+                    raw.traits = Some(map.next_value()?);
+                    continue;
+                }
+                _ => {
+                    raw.unknown.push((key.into_owned(), map.next_value()?));
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawEvent<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawEventVisitor)
+    }
+}
+
+struct RawEventVisitor;
+
+impl<'de> Visitor<'de> for RawEventVisitor {
+    type Value = RawEvent<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        RawEvent::from_map(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(RawEvent::not_object("an array"))
+    }
+
+    visit_scalars_as_kind!(RawEvent::not_object);
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        RawEvent::deserialize(d)
+    }
+}
+
+/// Something that validates into an [`Event`]: a parsed JSON value or an event read straight
+/// from a request body.
+pub trait Incoming {
+    fn validate(self, rules: &Rules<'_>) -> Result<Event, Rejection>;
+}
+
+impl Incoming for Value {
+    fn validate(self, rules: &Rules<'_>) -> Result<Event, Rejection> {
+        validate(self, rules)
+    }
+}
+
+impl Incoming for RawEvent<'_> {
+    fn validate(self, rules: &Rules<'_>) -> Result<Event, Rejection> {
+        validate_raw(self, rules)
+    }
+}
+
+/// Validates one native-shaped event given as a JSON value (Segment calls, imports, checks).
 pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
-    let Value::Object(mut object) = value else {
+    match value {
+        Value::Object(map) => {
+            let raw = RawEvent::from_map(de::value::MapDeserializer::new(map.into_iter()))
+                .map_err(|e: serde_json::Error| {
+                    Rejection::new("invalid_type", "", e.to_string())
+                })?;
+            validate_raw(raw, rules)
+        }
+        other => validate_raw(RawEvent::not_object(type_name(&other)), rules),
+    }
+}
+
+/// Validates one native-shaped event as read from a request body.
+pub fn validate_raw(raw: RawEvent<'_>, rules: &Rules<'_>) -> Result<Event, Rejection> {
+    if let Some(kind) = raw.not_object {
         return Err(Rejection::new(
             "invalid_type",
             "",
-            format!("must be a JSON object, got {}", type_name(&value)),
+            format!("must be a JSON object, got {kind}"),
         ));
+    }
+    let event = match raw.event {
+        None | Some(Field::Null) => {
+            return Err(Rejection::new("missing_field", "event", "is required"))
+        }
+        Some(Field::Text(name)) => {
+            check_event_name(&name)?;
+            name.into_owned()
+        }
+        Some(other) => return Err(wrong_kind("event", "a string", &other)),
     };
-    let event = take_event_name(&mut object)?;
     if !rules.allowed_events.is_empty()
         && !rules
             .allowed_events
@@ -140,19 +436,19 @@ pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
             format!("{event:?} is not among the events this key may send"),
         ));
     }
-    let event_id = match object.remove("event_id") {
-        None | Some(Value::Null) => Uuid::now_v7(),
-        Some(Value::String(s)) => Uuid::parse_str(&s)
+    let event_id = match raw.event_id {
+        None | Some(Field::Null) => Uuid::now_v7(),
+        Some(Field::Text(s)) => Uuid::parse_str(&s)
             .map_err(|_| Rejection::new("invalid_value", "event_id", "must be a UUID"))?,
-        Some(other) => return Err(wrong_type("event_id", "a UUID string", &other)),
+        Some(other) => return Err(wrong_kind("event_id", "a UUID string", &other)),
     };
-    let timestamp_ms = match object.remove("timestamp") {
-        None | Some(Value::Null) => rules.now_ms,
-        Some(value) => parse_timestamp("timestamp", &value)?,
+    let timestamp_ms = match raw.timestamp {
+        None | Some(Field::Null) => rules.now_ms,
+        Some(value) => timestamp_of("timestamp", &value)?,
     };
     check_window(timestamp_ms, rules)?;
-    let user_id = take_id(&mut object, "user_id")?;
-    let anonymous_id = take_id(&mut object, "anonymous_id")?;
+    let user_id = id_field("user_id", raw.user_id)?;
+    let anonymous_id = id_field("anonymous_id", raw.anonymous_id)?;
     if user_id.is_empty() && anonymous_id.is_empty() {
         return Err(Rejection::new(
             "missing_field",
@@ -160,39 +456,38 @@ pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
             "either user_id or anonymous_id is required",
         ));
     }
-    let session_id = take_id(&mut object, "session_id")?;
-    let platform = match object.remove("platform") {
-        None | Some(Value::Null) => "other".to_string(),
-        Some(Value::String(s)) => {
-            let lower = s.to_ascii_lowercase();
-            if !PLATFORMS.contains(&lower.as_str()) {
+    let session_id = id_field("session_id", raw.session_id)?;
+    let platform = match raw.platform {
+        None | Some(Field::Null) => "other".to_string(),
+        Some(Field::Text(s)) => match PLATFORMS.iter().find(|p| p.eq_ignore_ascii_case(&s)) {
+            Some(p) => (*p).to_string(),
+            None => {
                 return Err(Rejection::new(
                     "invalid_value",
                     "platform",
                     format!("must be one of {}, got {s:?}", PLATFORMS.join(", ")),
-                ));
+                ))
             }
-            lower
-        }
-        Some(other) => return Err(wrong_type("platform", "a string", &other)),
+        },
+        Some(other) => return Err(wrong_kind("platform", "a string", &other)),
     };
-    let mut properties = match object.remove("properties") {
+    let mut properties = match raw.properties {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => map,
         Some(other) => return Err(wrong_type("properties", "an object", &other)),
     };
-    let traits = match object.remove("traits") {
+    let traits = match raw.traits {
         None | Some(Value::Null) => None,
         Some(Value::Object(map)) => Some(map),
         Some(other) => return Err(wrong_type("traits", "an object", &other)),
     };
-    let context = match object.remove("context") {
-        None | Some(Value::Null) => Context::default(),
-        Some(Value::Object(map)) => parse_context(map, rules.trust_context_ip)?,
-        Some(other) => return Err(wrong_type("context", "an object", &other)),
+    let context = match raw.context {
+        None | Some(Field::Null) => Context::default(),
+        Some(Field::Object(members)) => parse_context(members, rules.trust_context_ip)?,
+        Some(other) => return Err(wrong_kind("context", "an object", &other)),
     };
-    // What is left is unknown at the top level.
-    for (key, value) in object {
+    // What is left is unknown at the top level; of a repeated key the last value counts.
+    for (key, value) in raw.unknown.into_iter().rev() {
         debug_assert!(!TOP_LEVEL.contains(&key.as_str()));
         match rules.settings.unknown_fields {
             UnknownFields::Reject => {
@@ -210,9 +505,7 @@ pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
             }
         }
     }
-    let size = serde_json::to_vec(&properties)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serialized_len(&properties);
     if size > rules.settings.max_properties_bytes {
         return Err(Rejection::new(
             "too_large",
@@ -235,6 +528,25 @@ pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
         context,
         traits,
     })
+}
+
+/// Length of the compact JSON text of `properties`, without building it.
+fn serialized_len(properties: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, properties) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Event names: 1-128 characters, starting with a letter or `$`, then letters, digits, spaces and
@@ -272,26 +584,15 @@ pub fn check_event_name(name: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn take_event_name(object: &mut Map<String, Value>) -> Result<String, Rejection> {
-    match object.remove("event") {
-        None | Some(Value::Null) => Err(Rejection::new("missing_field", "event", "is required")),
-        Some(Value::String(name)) => {
-            check_event_name(&name)?;
-            Ok(name)
-        }
-        Some(other) => Err(wrong_type("event", "a string", &other)),
-    }
-}
-
 /// Ids may be sent as strings or integers; integers are stored as their decimal text.
-fn take_id(object: &mut Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
-    let id = match object.remove(field) {
-        None | Some(Value::Null) => return Ok(String::new()),
-        Some(Value::String(s)) => s,
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-        Some(other) => return Err(wrong_type(field, "a string", &other)),
+fn id_field(field: &'static str, value: Option<Field<'_>>) -> Result<String, Rejection> {
+    let id = match value {
+        None | Some(Field::Null) => return Ok(String::new()),
+        Some(Field::Text(s)) => s,
+        Some(Field::Number(n)) if n.is_i64() || n.is_u64() => Cow::Owned(n.to_string()),
+        Some(other) => return Err(wrong_kind(field, "a string", &other)),
     };
-    if id.chars().count() > MAX_ID_LEN {
+    if id.len() > MAX_ID_LEN && id.chars().count() > MAX_ID_LEN {
         return Err(Rejection::new(
             "too_long",
             field,
@@ -305,13 +606,17 @@ fn take_id(object: &mut Map<String, Value>, field: &'static str) -> Result<Strin
             "must not contain control characters",
         ));
     }
-    Ok(id)
+    Ok(id.into_owned())
 }
 
 /// RFC 3339 text or integer milliseconds since the epoch.
 pub fn parse_timestamp(field: &str, value: &Value) -> Result<i64, Rejection> {
+    timestamp_of(field, &Field::of(value))
+}
+
+fn timestamp_of(field: &str, value: &Field<'_>) -> Result<i64, Rejection> {
     match value {
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+        Field::Text(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| t.timestamp_millis())
             .map_err(|_| {
                 Rejection::new(
@@ -320,7 +625,7 @@ pub fn parse_timestamp(field: &str, value: &Value) -> Result<i64, Rejection> {
                     format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-24T10:00:00Z) or epoch milliseconds"),
                 )
             }),
-        Value::Number(n) => n
+        Field::Number(n) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
             .filter(|ms| (0..=253_402_300_799_999).contains(ms))
@@ -331,7 +636,7 @@ pub fn parse_timestamp(field: &str, value: &Value) -> Result<i64, Rejection> {
                     "must be whole milliseconds since 1970-01-01 (before year 10000)",
                 )
             }),
-        other => Err(wrong_type(field, "an RFC 3339 string or epoch milliseconds", other)),
+        other => Err(wrong_kind(field, "an RFC 3339 string or epoch milliseconds", other)),
     }
 }
 
@@ -371,107 +676,123 @@ fn check_window(timestamp_ms: i64, rules: &Rules<'_>) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn parse_context(mut map: Map<String, Value>, trust_ip: bool) -> Result<Context, Rejection> {
-    let mut context = Context::default();
-    if let Some(value) = map.remove("ip") {
-        let text = text_field("context.ip", value)?;
-        if !text.is_empty() {
-            let ip: IpAddr = text.parse().map_err(|_| {
-                Rejection::new(
-                    "invalid_value",
-                    "context.ip",
-                    format!("{text:?} is not an IP address"),
-                )
-            })?;
-            if trust_ip {
-                context.ip = Some(ip);
+/// Members of a JSON object read leniently: each known key is taken once, the rest ignored.
+struct Members<'a, 'p> {
+    members: Vec<(Cow<'a, str>, Field<'a>)>,
+    /// JSON path of the object, for messages (`context.page`).
+    path: &'p str,
+}
+
+impl<'a, 'p> Members<'a, 'p> {
+    fn take(&mut self, key: &str) -> Option<Field<'a>> {
+        let at = self.members.iter().rposition(|(k, _)| k == key)?;
+        Some(self.members.swap_remove(at).1)
+    }
+
+    /// A text value; numbers are taken as their decimal text.
+    fn text(&mut self, key: &str) -> Result<String, Rejection> {
+        let text = match self.take(key) {
+            None | Some(Field::Null) => return Ok(String::new()),
+            Some(Field::Text(s)) => s.into_owned(),
+            Some(Field::Number(n)) => n.to_string(),
+            Some(other) => {
+                return Err(wrong_kind(
+                    &format!("{}.{key}", self.path),
+                    "a string",
+                    &other,
+                ))
             }
+        };
+        if text.len() > MAX_TEXT_LEN && text.chars().count() > MAX_TEXT_LEN {
+            return Err(Rejection::new(
+                "too_long",
+                format!("{}.{key}", self.path),
+                format!("must be at most {MAX_TEXT_LEN} characters"),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// A nested object, if sent.
+    fn object<'q>(
+        &mut self,
+        key: &str,
+        path: &'q str,
+    ) -> Result<Option<Members<'a, 'q>>, Rejection> {
+        match self.take(key) {
+            None | Some(Field::Null) => Ok(None),
+            Some(Field::Object(members)) => Ok(Some(Members { members, path })),
+            Some(other) => Err(wrong_kind(path, "an object", &other)),
         }
     }
-    context.user_agent = take_text(&mut map, "context", "user_agent")?;
-    context.locale = take_text(&mut map, "context", "locale")?;
-    context.library = take_text(&mut map, "context", "library")?;
-    if let Some(page) = take_object(&mut map, "context.page")? {
-        let mut page = page;
-        context.page_url = take_text(&mut page, "context.page", "url")?;
-        context.page_path = take_text(&mut page, "context.page", "path")?;
-        context.page_referrer = take_text(&mut page, "context.page", "referrer")?;
-        context.page_title = take_text(&mut page, "context.page", "title")?;
+}
+
+fn parse_context(
+    members: Vec<(Cow<'_, str>, Field<'_>)>,
+    trust_ip: bool,
+) -> Result<Context, Rejection> {
+    let mut map = Members {
+        members,
+        path: "context",
+    };
+    let mut context = Context::default();
+    let ip_text = map.text("ip")?;
+    if !ip_text.is_empty() {
+        let ip: IpAddr = ip_text.parse().map_err(|_| {
+            Rejection::new(
+                "invalid_value",
+                "context.ip",
+                format!("{ip_text:?} is not an IP address"),
+            )
+        })?;
+        if trust_ip {
+            context.ip = Some(ip);
+        }
     }
-    if let Some(mut app) = take_object(&mut map, "context.app")? {
-        context.app_version = take_text(&mut app, "context.app", "version")?;
+    context.user_agent = map.text("user_agent")?;
+    context.locale = map.text("locale")?;
+    context.library = map.text("library")?;
+    if let Some(mut page) = map.object("page", "context.page")? {
+        context.page_url = page.text("url")?;
+        context.page_path = page.text("path")?;
+        context.page_referrer = page.text("referrer")?;
+        context.page_title = page.text("title")?;
     }
-    if let Some(mut device) = take_object(&mut map, "context.device")? {
-        context.device_type = take_text(&mut device, "context.device", "type")?;
-        context.device_model = take_text(&mut device, "context.device", "model")?;
+    if let Some(mut app) = map.object("app", "context.app")? {
+        context.app_version = app.text("version")?;
     }
-    if let Some(mut os) = take_object(&mut map, "context.os")? {
-        context.os_name = take_text(&mut os, "context.os", "name")?;
-        context.os_version = take_text(&mut os, "context.os", "version")?;
+    if let Some(mut device) = map.object("device", "context.device")? {
+        context.device_type = device.text("type")?;
+        context.device_model = device.text("model")?;
     }
-    if let Some(mut campaign) = take_object(&mut map, "context.campaign")? {
-        context.utm_source = take_text(&mut campaign, "context.campaign", "source")?;
-        context.utm_medium = take_text(&mut campaign, "context.campaign", "medium")?;
-        context.utm_campaign = take_text(&mut campaign, "context.campaign", "name")?;
-        context.utm_term = take_text(&mut campaign, "context.campaign", "term")?;
-        context.utm_content = take_text(&mut campaign, "context.campaign", "content")?;
+    if let Some(mut os) = map.object("os", "context.os")? {
+        context.os_name = os.text("name")?;
+        context.os_version = os.text("version")?;
+    }
+    if let Some(mut campaign) = map.object("campaign", "context.campaign")? {
+        context.utm_source = campaign.text("source")?;
+        context.utm_medium = campaign.text("medium")?;
+        context.utm_campaign = campaign.text("name")?;
+        context.utm_term = campaign.text("term")?;
+        context.utm_content = campaign.text("content")?;
     }
     Ok(context)
 }
 
-fn take_object(
-    map: &mut Map<String, Value>,
-    field: &str,
-) -> Result<Option<Map<String, Value>>, Rejection> {
-    let key = field.rsplit('.').next().unwrap_or(field);
-    match map.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(inner)) => Ok(Some(inner)),
-        Some(other) => Err(wrong_type(field, "an object", &other)),
-    }
-}
-
-fn take_text(map: &mut Map<String, Value>, parent: &str, key: &str) -> Result<String, Rejection> {
-    match map.remove(key) {
-        None => Ok(String::new()),
-        Some(value) => text_field(&format!("{parent}.{key}"), value),
-    }
-}
-
-fn text_field(field: &str, value: Value) -> Result<String, Rejection> {
-    let text = match value {
-        Value::Null => return Ok(String::new()),
-        Value::String(s) => s,
-        Value::Number(n) => n.to_string(),
-        other => return Err(wrong_type(field, "a string", &other)),
-    };
-    if text.chars().count() > MAX_TEXT_LEN {
-        return Err(Rejection::new(
-            "too_long",
-            field,
-            format!("must be at most {MAX_TEXT_LEN} characters"),
-        ));
-    }
-    Ok(text)
-}
-
 pub fn wrong_type(field: &str, expected: &str, got: &Value) -> Rejection {
+    wrong_kind(field, expected, &Field::of(got))
+}
+
+fn wrong_kind(field: &str, expected: &str, got: &Field<'_>) -> Rejection {
     Rejection::new(
         "invalid_type",
         field,
-        format!("must be {expected}, got {}", type_name(got)),
+        format!("must be {expected}, got {}", got.type_name()),
     )
 }
 
 pub fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    Field::of(value).type_name()
 }
 
 #[cfg(test)]
@@ -691,6 +1012,77 @@ mod tests {
         assert_eq!(
             (rejection.code, rejection.field.as_str()),
             ("unknown_field", "plan")
+        );
+    }
+
+    /// Events read straight from request text validate exactly like the same JSON values.
+    #[test]
+    fn events_read_from_text_validate_like_json_values() {
+        let cases = [
+            r#"{"event":"signup","user_id":"u1"}"#,
+            r#"{"event":"page_view","anonymous_id":7,"platform":"WEB","session_id":"s\u00e9","timestamp":"2026-09-21T17:13:19.5+03:00","properties":{"a":[1,{"b":null}],"email":"x@y.ru"},"context":{"ip":"8.8.8.8","user_agent":"Mozilla/5.0 \"quoted\"","page":{"url":"https://e.example/p?q=1","title":42},"campaign":{"source":"news"},"extra":{"nested":true}},"plan":"pro","plan":"team"}"#,
+            r#"{"event":"x","user_id":"u","context":{"page":{"url":["a"]}}}"#,
+            r#"{"event":"x","user_id":"u","context":{"os":"linux"}}"#,
+            r#"{"event":"x","user_id":"u","context":[]}"#,
+            r#"{"event":"x","user_id":"u","context":{"ip":"999.1.1.1"}}"#,
+            r#"{"event":"x","user_id":{"id":1}}"#,
+            r#"{"event":"x","user_id":"u","properties":[1]}"#,
+            r#"{"event":"x","user_id":"u","traits":"t"}"#,
+            r#"{"event":"x","user_id":"u","timestamp":true}"#,
+            r#"{"event":"x","user_id":"u","event_id":"nope"}"#,
+            r#"{"event":"x","user_id":"u","platform":"tv"}"#,
+            r#"{"event":null,"user_id":"u"}"#,
+            r#"{"event":"a;drop","user_id":"u"}"#,
+            r#"{"event":"x","user_id":"u","event":"y"}"#,
+            r#"{"event":"x"}"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"null"#,
+        ];
+        for text in cases {
+            let from_value = check(serde_json::from_str::<Value>(text).unwrap());
+            let raw: RawEvent<'_> = serde_json::from_str(text).unwrap();
+            let from_text = validate_raw(
+                raw,
+                &Rules {
+                    settings: &IngestSettings::default(),
+                    now_ms: NOW,
+                    enforce_window: true,
+                    trust_context_ip: false,
+                    allowed_events: &[],
+                },
+            );
+            match (from_value, from_text) {
+                (Ok(a), Ok(b)) => assert_eq!(
+                    Event {
+                        event_id: b.event_id,
+                        ..a
+                    },
+                    b,
+                    "{text}"
+                ),
+                (a, b) => assert_eq!(a, b, "{text}"),
+            }
+        }
+        let event: RawEvent<'_> = serde_json::from_str(
+            r#"{"event":"x","user_id":"u","context":{"page":{"title":"\u0422\u0435\u0441\u0442"}},"plan":"pro","plan":"team"}"#,
+        )
+        .unwrap();
+        let event = validate_raw(
+            event,
+            &Rules {
+                settings: &IngestSettings::default(),
+                now_ms: NOW,
+                enforce_window: true,
+                trust_context_ip: false,
+                allowed_events: &[],
+            },
+        )
+        .unwrap();
+        assert_eq!(event.context.page_title, "Тест");
+        assert_eq!(
+            event.properties["plan"], "team",
+            "the last of a repeated key counts"
         );
     }
 

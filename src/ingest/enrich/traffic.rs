@@ -168,7 +168,7 @@ fn is_social(host: &str) -> bool {
     !host.is_empty()
         && SOCIAL.iter().any(|s| {
             host == *s
-                || host.ends_with(&format!(".{s}"))
+                || host.strip_suffix(s).is_some_and(|h| h.ends_with('.'))
                 || host == s.split('.').next().unwrap_or(s)
         })
 }
