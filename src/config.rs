@@ -422,6 +422,9 @@ pub struct IngestSettings {
     pub flush_interval_ms: u64,
     /// Table the writer inserts into (the Buffer table in front of `events`).
     pub table: String,
+    /// Wire format of the writer's inserts: `rowbinary` (the `clickhouse` crate's typed inserter)
+    /// or `native` (columnar blocks, which ClickHouse reads at a fraction of the CPU cost).
+    pub insert_format: InsertFormat,
     /// The Buffer table's `max_time`: rows inserted are in `events` at most this long after.
     pub buffer_flush_secs: u64,
 }
@@ -449,9 +452,19 @@ impl Default for IngestSettings {
             flush_rows: 50_000,
             flush_interval_ms: 250,
             table: "events_buffer".into(),
+            insert_format: InsertFormat::RowBinary,
             buffer_flush_secs: 5,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InsertFormat {
+    /// Row by row, each row a Rust struct serialized by the `clickhouse` crate.
+    RowBinary,
+    /// Column by column: ClickHouse copies each column instead of parsing every value.
+    Native,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -125,6 +125,7 @@ impl Pipeline {
             // every insert: that per-row validation costs ingestion throughput.
             client: clickhouse.with_validation(false),
             table: ingest.table.clone(),
+            format: ingest.insert_format,
             destination: "events".into(),
             users_table: "user_properties".into(),
         };

@@ -1,6 +1,11 @@
 //! The row written to ClickHouse, in the column order of `events`.
 
+use anyhow::Context;
+use clickhouse::native::builder::BlockBuilder;
+use clickhouse::native::encode::{Encode, ValueWriter};
+use clickhouse::native::{Block, DataTypeNode};
 use clickhouse::Row;
+use clickhouse_types::data_types::DateTimePrecision;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -53,6 +58,85 @@ pub struct EventRow {
     pub utm_term: String,
     pub utm_content: String,
     pub ingest_segment: u64,
+}
+
+/// A `DateTime64(3, 'UTC')` value: milliseconds since the epoch.
+struct Millis(i64);
+
+impl Encode for Millis {
+    fn produces() -> DataTypeNode {
+        DataTypeNode::DateTime64(DateTimePrecision::Precision3, Some("UTC".into()))
+    }
+
+    fn encode(
+        &self,
+        writer: &mut ValueWriter<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(writer.write_fixed(&self.0.to_le_bytes())?)
+    }
+}
+
+/// The rows as one Native block, column by column in the order of `events`.
+pub fn native_block(rows: &[&EventRow]) -> anyhow::Result<Block> {
+    let mut block = BlockBuilder::new();
+    // One column of the block: its name and what each row puts in it.
+    macro_rules! column {
+        ($name:ident: $ty:ty = |$row:ident| $value:expr) => {
+            block
+                .upsert_column::<$ty>(stringify!($name))
+                .context(concat!("column ", stringify!($name)))?
+                .add_all(rows.iter().map(|$row| $value))
+                .map_err(|e| anyhow::anyhow!("column {}: {e}", stringify!($name)))?;
+        };
+        ($name:ident: &str) => {
+            column!($name: &str = |r| r.$name.as_str());
+        };
+    }
+    column!(event_id: Uuid = |r| r.event_id);
+    column!(event: &str);
+    column!(timestamp: Millis = |r| Millis(r.timestamp));
+    column!(received_at: Millis = |r| Millis(r.received_at));
+    column!(user_id: &str);
+    column!(anonymous_id: &str);
+    column!(actor_id: &str);
+    column!(session_id: &str);
+    column!(platform: &str);
+    column!(properties: &str);
+    column!(item_id: &str);
+    column!(developer_id: &str);
+    column!(revenue: f64 = |r| r.revenue);
+    column!(currency: &str);
+    column!(operation: &str);
+    column!(status: &str);
+    column!(duration_ms: Option<f64> = |r| r.duration_ms);
+    column!(ip: &str);
+    column!(country: &str);
+    column!(region: &str);
+    column!(city: &str);
+    column!(locale: &str);
+    column!(user_agent: &str);
+    column!(browser: &str);
+    column!(browser_version: &str);
+    column!(os: &str);
+    column!(os_version: &str);
+    column!(device_type: &str);
+    column!(device_model: &str);
+    column!(is_bot: u8 = |r| r.is_bot);
+    column!(app_version: &str);
+    column!(library: &str);
+    column!(page_url: &str);
+    column!(page_path: &str);
+    column!(page_title: &str);
+    column!(referrer: &str);
+    column!(referrer_host: &str);
+    column!(channel: &str);
+    column!(utm_source: &str);
+    column!(utm_medium: &str);
+    column!(utm_campaign: &str);
+    column!(utm_term: &str);
+    column!(utm_content: &str);
+    column!(ingest_segment: u64 = |r| r.ingest_segment);
+    block.build().context("cannot build the Native block")
 }
 
 /// Latest traits of a user, from `identify`.

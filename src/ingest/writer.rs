@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use super::row::{EventRow, UserPropertiesRow};
 use super::wal::{Wal, WalBatch};
+use crate::config::InsertFormat;
 
 /// Rows on their way to ClickHouse.
 pub struct Pending {
@@ -41,6 +42,7 @@ pub struct Target {
     pub client: clickhouse::Client,
     /// Insert target, normally the Buffer table `events_buffer`.
     pub table: String,
+    pub format: InsertFormat,
     /// The table rows end up in (`events`), where the retirer verifies them.
     pub destination: String,
     pub users_table: String,
@@ -172,19 +174,36 @@ async fn insert_rows<'a>(
         return Ok(());
     }
     let started = Instant::now();
-    let mut insert = target
-        .client
-        .insert::<EventRow>(table)
-        .await
-        .context("cannot start insert")?
-        .with_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)));
-    for row in rows {
-        insert.write(row).await.context("cannot send rows")?;
+    let timeouts = (Some(Duration::from_secs(10)), Some(Duration::from_secs(30)));
+    match target.format {
+        InsertFormat::RowBinary => {
+            let mut insert = target
+                .client
+                .insert::<EventRow>(table)
+                .await
+                .context("cannot start insert")?
+                .with_timeouts(timeouts.0, timeouts.1);
+            for row in rows {
+                insert.write(row).await.context("cannot send rows")?;
+            }
+            insert
+                .end()
+                .await
+                .context("ClickHouse rejected the insert")?;
+        }
+        InsertFormat::Native => {
+            let block = super::row::native_block(&rows.collect::<Vec<_>>())?;
+            let mut insert = target
+                .client
+                .insert_native(table)
+                .with_timeouts(timeouts.0, timeouts.1);
+            insert.write(&block).await.context("cannot send rows")?;
+            insert
+                .end()
+                .await
+                .context("ClickHouse rejected the insert")?;
+        }
     }
-    insert
-        .end()
-        .await
-        .context("ClickHouse rejected the insert")?;
     metrics::histogram!("chgate_ingest_insert_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("chgate_ingest_insert_rows").record(count as f64);
     metrics::counter!("chgate_ingest_rows_inserted_total").increment(count as u64);

@@ -561,3 +561,58 @@ async fn the_row_type_matches_the_buffer_table_column_for_column() {
 
     assert_eq!(columns, fields);
 }
+
+/// One event with every column set, stored through a gateway writing in `format`; the row as
+/// ClickHouse returns it, without the columns that depend on when and where it was written.
+async fn stored_through(format: chgate::config::InsertFormat) -> Value {
+    let app = TestApp::spawn_with(|s| s.ingest.insert_format = format).await;
+    let key = app.create_key("service").await;
+    let event = json!({
+        "event_id": "0193a0c4-2b7e-7cc0-8a1e-7f1c2d3e4f50",
+        "event": "operation",
+        "timestamp": "2026-11-24T09:30:15.123Z",
+        "user_id": "u-native",
+        "anonymous_id": "a-1",
+        "session_id": "s-1",
+        "platform": "web",
+        "properties": {"operation": "sync", "status": "failed", "duration_ms": 812.5,
+                       "item_id": "game-7", "developer_id": "dev-2", "amount": 9.99, "currency": "rub",
+                       "note": "Привет, \"мир\""},
+        "context": {"ip": "77.88.8.8", "user_agent": CHROME, "locale": "ru-RU", "library": "sdk",
+                    "page": {"url": "https://shop.example/p?utm_source=news&utm_medium=email", "title": "P",
+                             "referrer": "https://www.google.com/search?q=x"},
+                    "app": {"version": "1.2.3"}, "device": {"model": "Pixel"}}
+    });
+    let response = app.post_json("/v1/events?wait=true", &key, &event).await;
+    assert_eq!(response.status(), 200);
+    let text = app
+        .client
+        .post(crate::helpers::clickhouse_url())
+        .query(&[("database", app.settings().clickhouse.database.as_str())])
+        .body(
+            "SELECT * EXCEPT (received_at, ingest_segment) FROM events_buffer \
+             WHERE user_id = 'u-native' FORMAT JSONEachRow",
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test]
+async fn the_native_writer_stores_exactly_what_the_rowbinary_writer_stores() {
+    use chgate::config::InsertFormat;
+
+    let native = stored_through(InsertFormat::Native).await;
+    let rowbinary = stored_through(InsertFormat::RowBinary).await;
+
+    assert_eq!(native, rowbinary);
+    assert_eq!(native["timestamp"], "2026-11-24 09:30:15.123");
+    assert_eq!(native["duration_ms"], 812.5);
+    assert_eq!(native["currency"], "RUB");
+    assert_eq!(native["country"], "RU");
+    assert_eq!(native["channel"], "email");
+}
