@@ -126,6 +126,19 @@ impl AuditRecord {
         )
     }
 
+    /// A record of `action` on one stored definition, the resource `{kind}/{id}` (an alert, a
+    /// report, a segment), by the request's principal.
+    pub fn for_definition(
+        action: &str,
+        kind: &str,
+        id: Uuid,
+        principal: &Principal,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Self {
+        Self::for_request(action, &format!("{kind}/{id}"), principal, headers, peer)
+    }
+
     /// Keeps a hash of the SQL and its beginning.
     pub fn with_sql(mut self, sql: &str) -> Self {
         use sha2::Digest;

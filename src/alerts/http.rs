@@ -21,20 +21,6 @@ fn invalid(message: String) -> ApiError {
     ApiError::bad_request("invalid_alert", message)
 }
 
-fn audit(
-    state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    action: &str,
-    id: Uuid,
-) {
-    let resource = format!("alert/{id}");
-    state.audit.record(AuditRecord::for_request(
-        action, &resource, principal, headers, peer,
-    ));
-}
-
 async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<Alert, ApiError> {
     super::load(state.postgres.pool(), id)
         .await?
@@ -98,7 +84,14 @@ pub async fn create(
     let spec = parse_spec(&body)?;
     let id = Uuid::new_v4();
     store(&state, &principal, id, &spec, true).await?;
-    audit(&state, &principal, &headers, peer, "alert.create", id);
+    state.audit.record(AuditRecord::for_definition(
+        "alert.create",
+        "alert",
+        id,
+        &principal,
+        &headers,
+        peer,
+    ));
     let alert = visible(&state, &principal, id).await?;
     Ok((StatusCode::CREATED, Json(alert_json(&alert))))
 }
@@ -138,7 +131,14 @@ pub async fn replace(
     let existing = visible(&state, &principal, id).await?;
     let spec = parse_spec(&body)?;
     store(&state, &existing.owner(), id, &spec, false).await?;
-    audit(&state, &principal, &headers, peer, "alert.update", id);
+    state.audit.record(AuditRecord::for_definition(
+        "alert.update",
+        "alert",
+        id,
+        &principal,
+        &headers,
+        peer,
+    ));
     Ok(Json(alert_json(&visible(&state, &principal, id).await?)))
 }
 
@@ -152,7 +152,14 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     visible(&state, &principal, id).await?;
     crate::jobs::delete_definition(&state, JOB_KIND, "alerts", id).await?;
-    audit(&state, &principal, &headers, peer, "alert.delete", id);
+    state.audit.record(AuditRecord::for_definition(
+        "alert.delete",
+        "alert",
+        id,
+        &principal,
+        &headers,
+        peer,
+    ));
     Ok(StatusCode::NO_CONTENT)
 }
 

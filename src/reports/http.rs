@@ -77,13 +77,8 @@ pub async fn create(
     let spec: ReportSpec = crate::error::parse_body(&body, "invalid_report")?;
     let id = Uuid::new_v4();
     store(&state, &principal, id, &spec, true).await?;
-    let record = AuditRecord::for_request(
-        "report.create",
-        &format!("report/{id}"),
-        &principal,
-        &headers,
-        peer,
-    );
+    let record =
+        AuditRecord::for_definition("report.create", "report", id, &principal, &headers, peer);
     state.audit.record(record);
     Ok((
         StatusCode::CREATED,
@@ -129,13 +124,8 @@ pub async fn replace(
     let existing = visible(&state, &principal, id).await?;
     let spec: ReportSpec = crate::error::parse_body(&body, "invalid_report")?;
     store(&state, &existing.owner.principal(), id, &spec, false).await?;
-    let record = AuditRecord::for_request(
-        "report.update",
-        &format!("report/{id}"),
-        &principal,
-        &headers,
-        peer,
-    );
+    let record =
+        AuditRecord::for_definition("report.update", "report", id, &principal, &headers, peer);
     state.audit.record(record);
     Ok(Json(json!(visible(&state, &principal, id).await?)))
 }
@@ -150,13 +140,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     visible(&state, &principal, id).await?;
     crate::jobs::delete_definition(&state, JOB_KIND, "reports", id).await?;
-    let record = AuditRecord::for_request(
-        "report.delete",
-        &format!("report/{id}"),
-        &principal,
-        &headers,
-        peer,
-    );
+    let record =
+        AuditRecord::for_definition("report.delete", "report", id, &principal, &headers, peer);
     state.audit.record(record);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -170,13 +155,8 @@ pub async fn run(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     visible(&state, &principal, id).await?;
-    let mut record = AuditRecord::for_request(
-        "report.run",
-        &format!("report/{id}"),
-        &principal,
-        &headers,
-        peer,
-    );
+    let mut record =
+        AuditRecord::for_definition("report.run", "report", id, &principal, &headers, peer);
     let outcome = crate::jobs::run_now(&state, JOB_KIND, id, "report_failed").await;
     match &outcome {
         Ok(body) => {

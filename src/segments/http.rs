@@ -37,29 +37,6 @@ const ATTRIBUTES: &[(&str, &str)] = &[
 /// Largest export delivered to a webhook (it is sent in one request).
 const MAX_WEBHOOK_EXPORT: usize = 64 * 1024 * 1024;
 
-fn audit_record(
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    principal: &Principal,
-    action: &str,
-    id: Uuid,
-) -> AuditRecord {
-    AuditRecord::for_request(action, &format!("segment/{id}"), principal, headers, peer)
-}
-
-fn audit(
-    state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    action: &str,
-    id: Uuid,
-) {
-    state
-        .audit
-        .record(audit_record(headers, peer, principal, action, id));
-}
-
 async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<Segment, ApiError> {
     super::load(state.postgres.pool(), id)
         .await?
@@ -131,7 +108,14 @@ pub async fn create(
     let spec: SegmentSpec = crate::error::parse_body(&body, "invalid_segment")?;
     let id = Uuid::new_v4();
     store(&state, &principal, id, &spec, true).await?;
-    audit(&state, &principal, &headers, peer, "segment.create", id);
+    state.audit.record(AuditRecord::for_definition(
+        "segment.create",
+        "segment",
+        id,
+        &principal,
+        &headers,
+        peer,
+    ));
     refresh_now(&state, id).await?;
     Ok((
         StatusCode::CREATED,
@@ -183,7 +167,14 @@ pub async fn replace(
         ));
     }
     store(&state, &existing.owner(), id, &spec, false).await?;
-    audit(&state, &principal, &headers, peer, "segment.update", id);
+    state.audit.record(AuditRecord::for_definition(
+        "segment.update",
+        "segment",
+        id,
+        &principal,
+        &headers,
+        peer,
+    ));
     refresh_now(&state, id).await?;
     Ok(Json(json!(visible(&state, &principal, id).await?)))
 }
@@ -208,7 +199,14 @@ pub async fn delete(
     if let Err(e) = deleted {
         tracing::warn!(segment = %id, error = %e, "the members of a deleted segment could not be removed");
     }
-    audit(&state, &principal, &headers, peer, "segment.delete", id);
+    state.audit.record(AuditRecord::for_definition(
+        "segment.delete",
+        "segment",
+        id,
+        &principal,
+        &headers,
+        peer,
+    ));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -417,7 +415,8 @@ pub async fn export(
     if salted {
         query = query.param("salt", hex::encode(rand::random::<[u8; 16]>()));
     }
-    let mut record = audit_record(&headers, peer, &principal, "segment.export", id);
+    let mut record =
+        AuditRecord::for_definition("segment.export", "segment", id, &principal, &headers, peer);
     record.params = Some(
         json!({"format": request.format, "attributes": request.attributes, "pseudonymized": salted, "webhook": request.webhook.is_some()}),
     );

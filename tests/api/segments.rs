@@ -31,31 +31,38 @@ fn buyers(min_count: u64) -> Value {
     ]})
 }
 
+/// `a` bought twice, `b` once, `c` only looked.
+const TWO_BUYERS: &[(&str, &str, f64)] = &[
+    ("a", "purchase", 10.0),
+    ("a", "purchase", 20.0),
+    ("b", "purchase", 5.0),
+    ("c", "game_view", 0.0),
+];
+
+/// Creates a segment as `key` (201 expected): its id and the created segment.
+async fn create_segment(app: &TestApp, key: &str, body: Value) -> (String, Value) {
+    let (status, created, text) =
+        call(app, reqwest::Method::POST, "/v1/segments", key, Some(body)).await;
+    assert_eq!(status, 201, "{text}");
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_string();
+    (id, created)
+}
+
 #[tokio::test]
 async fn a_dynamic_segment_is_computed_listed_and_refreshed_with_new_events() {
     let app = TestApp::spawn().await;
     let admin = app.create_key("admin").await;
-    events(
-        &app,
-        &[
-            ("a", "purchase", 10.0),
-            ("a", "purchase", 20.0),
-            ("b", "purchase", 5.0),
-            ("c", "game_view", 0.0),
-        ],
-    )
-    .await;
+    events(&app, TWO_BUYERS).await;
 
-    let (status, created, text) = call(
+    let (id, created) = create_segment(
         &app,
-        reqwest::Method::POST,
-        "/v1/segments",
         &admin,
-        Some(json!({"name": "repeat buyers", "criteria": buyers(2)})),
+        json!({"name": "repeat buyers", "criteria": buyers(2)}),
     )
     .await;
-    assert_eq!(status, 201, "{text}");
-    let id = created["id"].as_str().unwrap().to_string();
     let (_, first, _) = call(
         &app,
         reqwest::Method::GET,
@@ -175,18 +182,12 @@ async fn exports_are_pseudonymized_for_roles_without_personal_data_and_audited()
         ],
     )
     .await;
-    let (_, created, text) = call(
+    let (id, _) = create_segment(
         &app,
-        reqwest::Method::POST,
-        "/v1/segments",
         &marketer,
-        Some(json!({"name": "buyers", "criteria": buyers(1)})),
+        json!({"name": "buyers", "criteria": buyers(1)}),
     )
     .await;
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{text}"))
-        .to_string();
     let export = |key: String, body: Value| {
         let app = &app;
         let id = id.clone();
@@ -297,18 +298,12 @@ async fn static_segments_keep_their_membership_and_invalid_criteria_name_the_pat
     let analyst = app.create_key("analyst").await;
     let support = app.create_key("support").await;
     events(&app, &[("a", "purchase", 10.0)]).await;
-    let (_, frozen, text) = call(
+    let (id, frozen) = create_segment(
         &app,
-        reqwest::Method::POST,
-        "/v1/segments",
         &analyst,
-        Some(json!({"name": "launch buyers", "kind": "static", "criteria": buyers(1)})),
+        json!({"name": "launch buyers", "kind": "static", "criteria": buyers(1)}),
     )
     .await;
-    let id = frozen["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{text}"))
-        .to_string();
     events(&app, &[("b", "purchase", 10.0)]).await;
     let (refresh_status, refresh, _) = call(
         &app,
@@ -369,18 +364,12 @@ async fn scheduled_refreshes_pick_up_new_events() {
     let app = TestApp::spawn_with(|s| s.scheduler.tick_ms = 200).await;
     let analyst = app.create_key("analyst").await;
     events(&app, &[("a", "purchase", 10.0)]).await;
-    let (_, created, text) = call(
+    let (id, _) = create_segment(
         &app,
-        reqwest::Method::POST,
-        "/v1/segments",
         &analyst,
-        Some(json!({"name": "buyers", "schedule": "* * * * * *", "criteria": buyers(1)})),
+        json!({"name": "buyers", "schedule": "* * * * * *", "criteria": buyers(1)}),
     )
     .await;
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{text}"))
-        .to_string();
     events(&app, &[("b", "purchase", 10.0)]).await;
 
     let mut size = 0;
@@ -406,26 +395,13 @@ async fn scheduled_refreshes_pick_up_new_events() {
 async fn dau_revenue_and_retention_compare_a_segment_with_everyone() {
     let app = TestApp::spawn().await;
     let admin = app.create_key("admin").await;
-    events(
+    events(&app, TWO_BUYERS).await;
+    let (id, _) = create_segment(
         &app,
-        &[
-            ("a", "purchase", 10.0),
-            ("a", "purchase", 20.0),
-            ("b", "purchase", 5.0),
-            ("c", "game_view", 0.0),
-        ],
-    )
-    .await;
-    let (status, created, text) = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/segments",
         &admin,
-        Some(json!({"name": "buyers", "criteria": buyers(1)})),
+        json!({"name": "buyers", "criteria": buyers(1)}),
     )
     .await;
-    assert_eq!(status, 201, "{text}");
-    let id = created["id"].as_str().unwrap().to_string();
     let range = "from=today-1d&to=today";
     // A template's answer for everyone and for the segment's members: the sum of `column`.
     let both = |template: &'static str, column: &'static str, extra: &'static str| {
