@@ -126,6 +126,7 @@ impl Pipeline {
             client: clickhouse.with_validation(false),
             table: ingest.table.clone(),
             format: ingest.insert_format,
+            buffer: "events_buffer".into(),
             destination: "events".into(),
             users_table: "user_properties".into(),
         };

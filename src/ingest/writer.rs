@@ -40,9 +40,12 @@ pub struct Pending {
 #[derive(Clone)]
 pub struct Target {
     pub client: clickhouse::Client,
-    /// Insert target, normally the Buffer table `events_buffer`.
+    /// Insert target: normally `events_ingest`, a Null table whose materialized view moves each
+    /// insert into the Buffer table in the same request.
     pub table: String,
     pub format: InsertFormat,
+    /// The Buffer table in front of `destination` (`events_buffer`): holds rows not yet flushed.
+    pub buffer: String,
     /// The table rows end up in (`events`), where the retirer verifies them.
     pub destination: String,
     pub users_table: String,
@@ -276,14 +279,14 @@ pub async fn run_retirer(
     }
 }
 
-/// The `max_time` of the insert target when it is a Buffer table: rows reach `events` within it.
+/// The `max_time` of the Buffer table: rows reach `events` within it.
 async fn buffer_max_time(target: &Target) -> anyhow::Result<Option<Duration>> {
     let engine: String = target
         .client
         .query(
             "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?",
         )
-        .bind(&target.table)
+        .bind(&target.buffer)
         .fetch_optional()
         .await?
         .unwrap_or_default();
@@ -443,7 +446,7 @@ async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Re
     // before it reads the buffer). A second read of `events`, started after the first finished,
     // sees whatever such a flush wrote: the union is complete.
     let mut present: HashSet<Uuid> = HashSet::new();
-    for table in [&target.table, &target.destination] {
+    for table in [&target.buffer, &target.destination] {
         let ids = target
             .client
             .query(&format!(

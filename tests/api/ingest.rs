@@ -546,20 +546,37 @@ async fn one_batch_with_a_signup_and_several_orders_of_one_user_is_mirrored_in_o
 }
 
 #[tokio::test]
-async fn the_row_type_matches_the_buffer_table_column_for_column() {
+async fn the_row_type_matches_the_insert_table_and_the_insert_table_matches_events() {
     // The writer inserts without per-row validation; this keeps the struct and the schema in step.
     let app = TestApp::spawn().await;
-    let columns: Vec<String> = app
-        .clickhouse()
-        .query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'events_buffer' ORDER BY position")
-        .fetch_all()
-        .await
-        .unwrap();
+    let columns = |table: &'static str| {
+        app.clickhouse()
+            .query(
+                "SELECT name, type FROM system.columns \
+                 WHERE database = currentDatabase() AND table = ? ORDER BY position",
+            )
+            .bind(table)
+            .fetch_all::<(String, String)>()
+    };
+    let ingest = columns("events_ingest").await.unwrap();
+    let events = columns("events").await.unwrap();
 
     let fields: Vec<&str> =
         <chgate::ingest::row::EventRow as clickhouse::Row>::COLUMN_NAMES.to_vec();
-
-    assert_eq!(columns, fields);
+    let names: Vec<&str> = ingest.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, fields);
+    // Same columns as `events`, LowCardinality(T) read as plain T.
+    let plain: Vec<(String, String)> = events
+        .into_iter()
+        .map(|(name, ty)| {
+            let ty = match ty.strip_prefix("LowCardinality(") {
+                Some(inner) => inner.trim_end_matches(')').to_string(),
+                None => ty,
+            };
+            (name, ty)
+        })
+        .collect();
+    assert_eq!(ingest, plain);
 }
 
 /// One event with every column set, stored through a gateway writing in `format`; the row as
