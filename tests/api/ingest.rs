@@ -569,8 +569,11 @@ async fn the_row_type_matches_the_insert_table_and_the_insert_table_matches_even
     let plain: Vec<(String, String)> = events
         .into_iter()
         .map(|(name, ty)| {
-            let ty = match ty.strip_prefix("LowCardinality(") {
-                Some(inner) => inner.trim_end_matches(')').to_string(),
+            let ty = match ty
+                .strip_prefix("LowCardinality(")
+                .and_then(|inner| inner.strip_suffix(')'))
+            {
+                Some(inner) => inner.to_string(),
                 None => ty,
             };
             (name, ty)
