@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,18 +12,57 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
+use crate::audit::AuditRecord;
 use crate::auth::keys::KeyError;
 use crate::auth::Principal;
 use crate::error::ApiError;
 
-fn require_admin(principal: &Principal) -> Result<(), ApiError> {
+/// Admits the admin role; anyone else's attempt is refused and recorded as `action`, denied.
+fn require_admin(
+    state: &AppState,
+    principal: &Principal,
+    request: &Caller,
+    action: &str,
+) -> Result<(), ApiError> {
     if principal.role == "admin" {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "admin_only",
-            "only the admin role may manage keys",
-        ))
+        return Ok(());
+    }
+    let error = ApiError::forbidden("admin_only", "only the admin role may use the admin API");
+    let mut record = request.record(action, "", principal);
+    record.outcome = error.code().to_string();
+    record.status = i32::from(error.status().as_u16());
+    state.audit.record(record);
+    Err(error)
+}
+
+/// Where an admin request came from.
+pub struct Caller {
+    headers: HeaderMap,
+    peer: SocketAddr,
+}
+
+impl Caller {
+    fn record(&self, action: &str, resource: &str, principal: &Principal) -> AuditRecord {
+        AuditRecord::for_request(action, resource, principal, &self.headers, self.peer)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(Self {
+            headers: parts.headers.clone(),
+            peer,
+        })
     }
 }
 
@@ -51,10 +92,10 @@ pub struct NewKeyRequest {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_admin(&principal)?;
+    require_admin(&state, &principal, &caller, "admin.key.create")?;
     let mut deserializer = serde_json::Deserializer::from_slice(&body);
     let request: NewKeyRequest =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -66,13 +107,9 @@ pub async fn create(
         .await
         .map_err(key_error)?;
     tracing::info!(admin = %principal.name, key = %key.record.id, role = %key.record.role, "API key created");
-    audit(
-        &state,
-        &principal,
-        &headers,
-        "admin.key.create",
-        &key.record.name,
-    );
+    state
+        .audit
+        .record(caller.record("admin.key.create", &key.record.name, &principal));
     Ok((
         StatusCode::CREATED,
         Json(json!({"key": key.record, "secret": key.secret})),
@@ -89,9 +126,10 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
+    caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&principal)?;
+    require_admin(&state, &principal, &caller, "admin.key.list")?;
     let keys = state.keys.list(query.all).await.map_err(key_error)?;
     Ok(Json(json!({ "keys": keys })))
 }
@@ -100,36 +138,16 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&principal)?;
+    require_admin(&state, &principal, &caller, "admin.key.revoke")?;
     let record = state.keys.revoke(&key).await.map_err(key_error)?;
     tracing::info!(admin = %principal.name, key = %record.id, "API key revoked");
-    audit(
-        &state,
-        &principal,
-        &headers,
-        "admin.key.revoke",
-        &record.name,
-    );
+    state
+        .audit
+        .record(caller.record("admin.key.revoke", &record.name, &principal));
     Ok(Json(json!({ "revoked": record })))
-}
-
-fn audit(
-    state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    action: &str,
-    resource: &str,
-) {
-    let origin = crate::audit::Origin::from_headers(headers, String::new());
-    state.audit.record(crate::audit::AuditRecord::new(
-        action,
-        resource,
-        Some(principal),
-        &origin,
-    ));
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,9 +186,10 @@ struct AuditRow {
 pub async fn audit_log(
     State(state): State<AppState>,
     principal: Principal,
+    caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    require_admin(&principal)?;
+    require_admin(&state, &principal, &caller, "admin.audit.read")?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 100_000);
     let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, outcome, status, rows, bytes, duration_ms, reason
@@ -210,10 +229,7 @@ pub async fn audit_log(
                     format!("{:.3}", r.duration_ms),
                     r.reason.clone(),
                 ];
-                let quoted: Vec<String> = fields
-                    .iter()
-                    .map(|f| format!("\"{}\"", f.replace('"', "\"\"")))
-                    .collect();
+                let quoted: Vec<String> = fields.iter().map(|f| csv_cell(f)).collect();
                 csv.push_str(&quoted.join(","));
                 csv.push('\n');
             }
@@ -228,5 +244,32 @@ pub async fn audit_log(
             "invalid_parameter",
             format!("format: must be json or csv, got {other:?}"),
         )),
+    }
+}
+
+/// A quoted CSV cell; text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR at
+/// its start) gets a leading apostrophe.
+fn csv_cell(text: &str) -> String {
+    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    format!("\"{}\"", guarded.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_cell(r#"a "b""#), r#""a ""b""""#);
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), r#""'=HYPERLINK(""x"")""#);
+        assert_eq!(csv_cell("@SUM(A1)"), r#""'@SUM(A1)""#);
+        assert_eq!(
+            csv_cell("2026-11-29T10:00:00+00:00"),
+            r#""2026-11-29T10:00:00+00:00""#
+        );
     }
 }

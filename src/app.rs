@@ -140,6 +140,12 @@ impl Application {
                 .catalog
                 .watch(std::time::Duration::from_millis(poll), shutdown.clone());
         }
+        let poll = state.settings.access.reload_poll_ms;
+        if poll > 0 {
+            state
+                .access
+                .watch(std::time::Duration::from_millis(poll), shutdown.clone());
+        }
         Ok(Self {
             listener,
             bi_listener,

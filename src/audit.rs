@@ -23,6 +23,8 @@ const QUEUE: usize = 10_000;
 /// One audited action.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct AuditRecord {
+    /// When the action was asked for.
+    pub at: chrono::DateTime<chrono::Utc>,
     pub request_id: String,
     pub principal: String,
     pub role: String,
@@ -95,6 +97,7 @@ impl AuditRecord {
         origin: &Origin,
     ) -> Self {
         Self {
+            at: chrono::Utc::now(),
             request_id: crate::http::request_id::current_request_id().unwrap_or_default(),
             principal: principal.map(|p| p.name.clone()).unwrap_or_default(),
             role: principal.map(|p| p.role.clone()).unwrap_or_default(),
@@ -200,16 +203,20 @@ pub fn count_body(
     if let Some(rows) = parts.extensions.get::<ResultRows>() {
         pending.record().rows = Some(rows.0);
     }
+    let lines = parts.extensions.get::<RowLines>().cloned();
     pending.record().bytes = Some(0);
     let stream = futures_util::stream::unfold(
-        (body.into_data_stream(), pending),
-        |(mut body, mut pending)| async move {
+        (body.into_data_stream(), pending, lines),
+        |(mut body, mut pending, mut lines)| async move {
             let chunk = body.next().await?;
             if let Ok(bytes) = &chunk {
                 let record = pending.record();
                 record.bytes = Some(record.bytes.unwrap_or(0) + bytes.len() as i64);
+                if let Some(lines) = lines.as_mut() {
+                    record.rows = Some(lines.count(bytes));
+                }
             }
-            Some((chunk, (body, pending)))
+            Some((chunk, (body, pending, lines)))
         },
     );
     axum::response::Response::from_parts(parts, axum::body::Body::from_stream(stream))
@@ -218,6 +225,65 @@ pub fn count_body(
 /// Rows of a result, attached to a response for its audit record.
 #[derive(Debug, Clone, Copy)]
 pub struct ResultRows(pub i64);
+
+/// Counts the rows of a line-per-row result (TSV, CSV, NDJSON) as it streams, for its audit
+/// record: line ends outside double quotes (CSV keeps line breaks inside quoted fields; TSV and
+/// NDJSON escape them), minus the header lines.
+#[derive(Debug, Clone)]
+pub struct RowLines {
+    header_lines: i64,
+    quoted: bool,
+    in_quotes: bool,
+    lines: i64,
+}
+
+impl RowLines {
+    /// `quoted`: double quotes delimit fields that may hold line breaks (CSV).
+    pub fn new(header_lines: i64, quoted: bool) -> Self {
+        Self {
+            header_lines,
+            quoted,
+            in_quotes: false,
+            lines: 0,
+        }
+    }
+
+    /// Takes the next chunk; returns the rows seen so far.
+    pub fn count(&mut self, chunk: &[u8]) -> i64 {
+        if self.quoted {
+            for &b in chunk {
+                match b {
+                    b'"' => self.in_quotes = !self.in_quotes,
+                    b'\n' if !self.in_quotes => self.lines += 1,
+                    _ => {}
+                }
+            }
+        } else {
+            self.lines += chunk.iter().filter(|&&b| b == b'\n').count() as i64;
+        }
+        (self.lines - self.header_lines).max(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowLines;
+
+    #[test]
+    fn rows_are_counted_across_chunks_and_quoted_line_breaks() {
+        let mut csv = RowLines::new(1, true);
+        csv.count(b"\"a\",\"b\"\n\"1\",\"x");
+        csv.count(b"\ny\"\n\"2\",\"\"\"\"\n");
+        assert_eq!(
+            csv.count(b""),
+            2,
+            "header, a quoted line break, a quoted quote"
+        );
+        let mut ndjson = RowLines::new(0, false);
+        ndjson.count(b"{\"a\":\"x\\ny\"}\n{");
+        assert_eq!(ndjson.count(b"}\n"), 2);
+    }
+}
 
 /// Handle on the audit log; cheap to clone.
 #[derive(Clone)]
@@ -293,12 +359,14 @@ async fn run(
     }
 }
 
-async fn write(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
+/// Writes records at once (for the command line, which has no running writer).
+pub async fn write(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
     let mut builder = sqlx::QueryBuilder::new(
-        "INSERT INTO audit_log (request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, sql_text, outcome, status, rows, bytes, duration_ms, reason) ",
+        "INSERT INTO audit_log (at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, sql_text, outcome, status, rows, bytes, duration_ms, reason) ",
     );
     builder.push_values(batch, |mut row, r| {
-        row.push_bind(&r.request_id)
+        row.push_bind(r.at)
+            .push_bind(&r.request_id)
             .push_bind(&r.principal)
             .push_bind(&r.role)
             .push_bind(r.key_id)

@@ -185,6 +185,9 @@ pub enum KeysCommand {
         /// Attribute (claim) for row filters, as key=value; repeatable.
         #[arg(long = "attr", value_parser = parse_attr)]
         attrs: Vec<(String, String)>,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// List keys (active only unless --all).
     List {
@@ -195,7 +198,12 @@ pub enum KeysCommand {
         json: bool,
     },
     /// Revoke a key by id or name.
-    Revoke { key: String },
+    Revoke {
+        key: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 fn parse_attr(raw: &str) -> Result<(String, String), String> {
@@ -282,9 +290,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &settings.catalog.dir,
                 &settings.clickhouse.database,
             )?;
-            let templates = catalog.names().map(|(n, _)| n.clone()).collect();
+            let templates = catalog
+                .names()
+                .map(|(n, versions)| (n.clone(), versions.keys().copied().collect()))
+                .collect();
             let tables = crate::migrate::clickhouse::tables()?;
-            let problems = policy.cross_check(&templates, &tables);
+            let columns = crate::migrate::clickhouse::table_columns()?;
+            let problems = policy.cross_check(&templates, &tables, &columns);
             for problem in &problems {
                 write_out(&format!("error: {}: {problem}", path.display()))?;
             }
@@ -458,9 +470,15 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
     let postgres = Postgres::connect_lazy(&settings.postgres)?;
     let store = KeyStore::new(postgres.pool().clone());
     match command {
-        KeysCommand::Create { name, role, attrs } => {
+        KeysCommand::Create {
+            name,
+            role,
+            attrs,
+            reason,
+        } => {
             let attributes: BTreeMap<String, String> = attrs.into_iter().collect();
             let key = store.create(&name, &role, attributes).await?;
+            cli_audit(&postgres, "admin.key.create", &key.record.name, reason).await?;
             write_out(&format!(
                 "created key {} name={} role={} (the secret below is shown only once)",
                 key.record.id, key.record.name, key.record.role
@@ -484,11 +502,35 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeysCommand::Revoke { key } => {
+        KeysCommand::Revoke { key, reason } => {
             let record = store.revoke(&key).await?;
+            cli_audit(&postgres, "admin.key.revoke", &record.name, reason).await?;
             write_out(&format!("revoked key {} name={}", record.id, record.name))
         }
     }
+}
+
+/// Records an admin change made on the command line: the principal is `cli:<login>`.
+async fn cli_audit(
+    postgres: &Postgres,
+    action: &str,
+    resource: &str,
+    reason: String,
+) -> anyhow::Result<()> {
+    let login = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let origin = crate::audit::Origin {
+        ip: "local".into(),
+        user_agent: format!("chgate-cli/{}", env!("CARGO_PKG_VERSION")),
+        reason,
+    };
+    let mut record = crate::audit::AuditRecord::new(action, resource, None, &origin);
+    record.principal = format!("cli:{login}");
+    record.role = "admin".into();
+    crate::audit::write(postgres.pool(), &[record])
+        .await
+        .context("the change was made, but writing its audit record failed")
 }
 
 fn format_record(record: &KeyRecord) -> String {

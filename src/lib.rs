@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod owner;
 pub mod query;
+pub mod reload;
 pub mod reports;
 pub mod schedule;
 pub mod seed;

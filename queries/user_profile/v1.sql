@@ -8,6 +8,8 @@ cache_ttl_secs = 30
 max_execution_secs = 10
 max_rows = 1
 columns = { user_id = "String", first_seen = "DateTime64(3, 'UTC')", last_seen = "DateTime64(3, 'UTC')", events = "UInt64", events_by_type = "Map(String, UInt64)", sessions = "UInt64", revenue = "Map(String, Float64)", top_items = "Array(String)", platforms = "Array(String)", countries = "Array(String)" }
+# Roles without `pii` in config/access.toml see the user id pseudonymized.
+pii_columns = ["user_id"]
 
 [params.user_id]
 type = "String"

@@ -88,12 +88,19 @@ impl JwtVerifier {
             let set: JwkSet = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("access.jwt.jwks_file: {e}"))?;
             for jwk in &set.keys {
+                use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+                let algorithm = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                        Algorithm::ES256
+                    }
+                    other => anyhow::bail!(
+                        "access.jwt.jwks_file: key {:?}: only RSA keys (RS256) and P-256 keys (ES256) are accepted, not {other:?}",
+                        jwk.common.key_id.as_deref().unwrap_or("without kid")
+                    ),
+                };
                 let key = DecodingKey::from_jwk(jwk)
                     .map_err(|e| anyhow::anyhow!("access.jwt.jwks_file: {e}"))?;
-                let algorithm = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    _ => Algorithm::RS256,
-                };
                 public.push((algorithm, jwk.common.key_id.clone(), key));
             }
         }
@@ -139,18 +146,28 @@ impl JwtVerifier {
             }
             _ => JwtError::Malformed(e.to_string()),
         })?;
-        let key = match header.alg {
-            Algorithm::HS256 => self
-                .hs256
-                .as_ref()
-                .ok_or_else(|| JwtError::Algorithm("HS256 (no shared secret configured)".into()))?,
-            alg @ (Algorithm::RS256 | Algorithm::ES256) => self
-                .public
-                .iter()
-                .filter(|(a, _, _)| *a == alg)
-                .find(|(_, kid, _)| header.kid.is_none() || kid.is_none() || *kid == header.kid)
-                .map(|(_, _, key)| key)
-                .ok_or_else(|| JwtError::Algorithm(format!("{alg:?} (no matching public key)")))?,
+        // The keys to try: the secret, or every public key of the algorithm whose id matches.
+        let keys: Vec<&DecodingKey> = match header.alg {
+            Algorithm::HS256 => vec![self.hs256.as_ref().ok_or_else(|| {
+                JwtError::Algorithm("HS256 (no shared secret configured)".into())
+            })?],
+            alg @ (Algorithm::RS256 | Algorithm::ES256) => {
+                let keys: Vec<&DecodingKey> = self
+                    .public
+                    .iter()
+                    .filter(|(a, _, _)| *a == alg)
+                    .filter(|(_, kid, _)| {
+                        header.kid.is_none() || kid.is_none() || *kid == header.kid
+                    })
+                    .map(|(_, _, key)| key)
+                    .collect();
+                if keys.is_empty() {
+                    return Err(JwtError::Algorithm(format!(
+                        "{alg:?} (no matching public key)"
+                    )));
+                }
+                keys
+            }
             other => return Err(JwtError::Algorithm(format!("{other:?}"))),
         };
         let mut validation = Validation::new(header.alg);
@@ -164,20 +181,29 @@ impl JwtVerifier {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<BTreeMap<String, Value>>(token, key, &validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => JwtError::Expired,
-                    ErrorKind::ImmatureSignature => JwtError::NotYetValid,
-                    ErrorKind::InvalidSignature => JwtError::Signature,
-                    ErrorKind::InvalidIssuer => JwtError::Issuer,
-                    ErrorKind::InvalidAudience => JwtError::Audience,
-                    ErrorKind::InvalidAlgorithm => JwtError::Algorithm(format!("{:?}", header.alg)),
-                    _ => JwtError::Malformed(e.to_string()),
+        let mut refusal = JwtError::Signature;
+        for key in keys {
+            match jsonwebtoken::decode::<BTreeMap<String, Value>>(token, key, &validation) {
+                Ok(data) => return principal(data.claims),
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind;
+                    refusal = match e.kind() {
+                        // Another key of the set may have signed it.
+                        ErrorKind::InvalidSignature => continue,
+                        ErrorKind::ExpiredSignature => JwtError::Expired,
+                        ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+                        ErrorKind::InvalidIssuer => JwtError::Issuer,
+                        ErrorKind::InvalidAudience => JwtError::Audience,
+                        ErrorKind::InvalidAlgorithm => {
+                            JwtError::Algorithm(format!("{:?}", header.alg))
+                        }
+                        _ => JwtError::Malformed(e.to_string()),
+                    };
+                    break;
                 }
-            })?;
-        principal(data.claims)
+            }
+        }
+        Err(refusal)
     }
 }
 
@@ -217,4 +243,161 @@ fn principal(claims: BTreeMap<String, Value>) -> Result<Principal, JwtError> {
         role,
         attributes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use std::path::Path;
+
+    fn openssl(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn claims() -> Value {
+        serde_json::json!({"sub": "svc", "role": "analyst", "exp": chrono::Utc::now().timestamp() + 600})
+    }
+
+    fn sign(alg: Algorithm, kid: Option<&str>, private_pem: &[u8]) -> String {
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(private_pem).unwrap(),
+        };
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_string);
+        encode(&header, &claims(), &key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_with_pem_keys_and_a_jwks_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, args) in [
+            (
+                "rsa",
+                vec![
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    "rsa.pem",
+                ],
+            ),
+            (
+                "rsa2",
+                vec![
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    "rsa2.pem",
+                ],
+            ),
+            (
+                "ec",
+                vec![
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                    "ec.pem",
+                ],
+            ),
+        ] {
+            openssl(d, &args);
+            openssl(
+                d,
+                &[
+                    "pkey",
+                    "-in",
+                    &format!("{name}.pem"),
+                    "-pubout",
+                    "-out",
+                    &format!("{name}.pub.pem"),
+                ],
+            );
+        }
+        // A JWKS with the second RSA key (modulus from openssl, exponent 65537).
+        let modulus = openssl(
+            d,
+            &["rsa", "-pubin", "-in", "rsa2.pub.pem", "-noout", "-modulus"],
+        );
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k2", "use": "sig", "alg": "RS256", "n": n, "e": "AQAB"}]});
+        std::fs::write(d.join("jwks.json"), jwks.to_string()).unwrap();
+        let settings = JwtSettings {
+            public_keys: vec![d.join("rsa.pub.pem"), d.join("ec.pub.pem")],
+            jwks_file: Some(d.join("jwks.json")),
+            ..JwtSettings::default()
+        };
+        let verifier = JwtVerifier::new(&settings).unwrap();
+        let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+
+        let rs = verifier.verify(&sign(Algorithm::RS256, None, &read("rsa.pem")));
+        let es = verifier.verify(&sign(Algorithm::ES256, None, &read("ec.pem")));
+        // No kid: every RSA key is tried, the JWKS one included.
+        let from_jwks = verifier.verify(&sign(Algorithm::RS256, None, &read("rsa2.pem")));
+        let with_kid = verifier.verify(&sign(Algorithm::RS256, Some("k2"), &read("rsa2.pem")));
+        let unknown_signer = {
+            openssl(
+                d,
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    "other.pem",
+                ],
+            );
+            verifier.verify(&sign(Algorithm::RS256, None, &read("other.pem")))
+        };
+
+        assert_eq!(rs.unwrap().role, "analyst");
+        assert_eq!(es.unwrap().name, "jwt:svc");
+        assert!(from_jwks.is_ok(), "{from_jwks:?}");
+        assert!(with_kid.is_ok(), "{with_kid:?}");
+        assert_eq!(unknown_signer.unwrap_err(), JwtError::Signature);
+    }
+
+    #[test]
+    fn a_jwks_key_on_another_curve_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "p384",
+            "x": "AAAA", "y": "AAAA"}]});
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        let settings = JwtSettings {
+            jwks_file: Some(dir.path().join("jwks.json")),
+            ..JwtSettings::default()
+        };
+        let error = JwtVerifier::new(&settings)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("P-256"), "{error}");
+    }
 }

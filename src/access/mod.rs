@@ -6,7 +6,7 @@ pub mod limits;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,24 +103,18 @@ impl Access {
         }
     }
 
-    /// Reloads when the file changes (polled every `every`).
+    /// Reloads on SIGHUP and when the file changes (polled every `every`).
     pub fn watch(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let path = self.path.clone();
         let access = self.clone();
-        tokio::spawn(async move {
-            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let mut last = stamp(&access.path);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let now = stamp(&access.path);
-                if now != last {
-                    last = now;
-                    let _ = access.reload();
-                }
-            }
-        });
+        crate::reload::watch(
+            every,
+            stop,
+            move || crate::reload::fingerprint(&path),
+            move || {
+                let _ = access.reload();
+            },
+        );
     }
 }
 
@@ -157,8 +151,11 @@ pub fn fixed_params(
     Ok(fixed)
 }
 
-/// Resolves the row filters of `tables` (as `database.table`) for `principal`. A role with row
-/// filters reads only the tables it has a filter for, and every claim a filter names is required.
+/// Resolves the row filters of `principal` for a statement reading `tables` (as
+/// `database.table`). A role with row filters reads only the tables it has a filter for, and every
+/// claim a filter names is required. Every filter of the role is returned, not only those of the
+/// tables found in the statement: ClickHouse applies a filter only to tables a query reads, so a
+/// table the analysis missed is filtered all the same.
 pub fn row_filters(
     role: &RolePolicy,
     principal: &Principal,
@@ -173,14 +170,16 @@ pub fn row_filters(
         let table = qualified
             .strip_prefix(&format!("{database}."))
             .unwrap_or(qualified);
-        let Some(terms) = role.filter(table) else {
+        if role.filter(table).is_none() {
             return Err(ApiError::forbidden(
                 "table_not_allowed",
                 format!("role {:?} has row filters and may read only the tables they cover; {qualified} has none", principal.role),
             ));
-        };
+        }
+    }
+    for table in role.row_filters.keys() {
         let mut conditions = Vec::new();
-        for term in terms {
+        for term in role.filter(table).unwrap_or_default() {
             let value = claim(principal, &term, table)?;
             conditions.push(format!("{} = {}", term.column, sql_string(value)));
         }
@@ -242,5 +241,14 @@ mod tests {
         let events = BTreeSet::from(["analytics.events".to_string()]);
         let err = row_filters(&role(), &anonymous, "analytics", &events).unwrap_err();
         assert_eq!(err.code(), "missing_claim");
+    }
+
+    #[test]
+    fn every_filter_of_the_role_applies_even_to_tables_the_statement_seems_not_to_read() {
+        let filters = row_filters(&role(), &developer(), "analytics", &BTreeSet::new()).unwrap();
+        assert_eq!(
+            filters.tables.keys().collect::<Vec<_>>(),
+            ["analytics.events"]
+        );
     }
 }

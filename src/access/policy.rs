@@ -170,30 +170,39 @@ impl Policy {
         self.roles.get(role)
     }
 
-    /// Problems that need the catalog and the database's tables to see.
+    /// Problems that need the catalog and the database's tables to see: `templates` maps each
+    /// template to its versions, `tables` names every table, `columns` the columns of those
+    /// whose columns are known.
     pub fn cross_check(
         &self,
-        templates: &BTreeSet<String>,
+        templates: &BTreeMap<String, BTreeSet<u32>>,
         tables: &BTreeSet<String>,
+        columns: &BTreeMap<String, BTreeSet<String>>,
     ) -> Vec<String> {
         let mut problems = Vec::new();
         for (role, rules) in &self.roles {
             for pattern in &rules.templates {
                 let name = pattern.split('@').next().unwrap_or_default();
-                if !templates.iter().any(|t| glob(name, t)) {
+                let matching: Vec<(&String, &BTreeSet<u32>)> =
+                    templates.iter().filter(|(t, _)| glob(name, t)).collect();
+                if matching.is_empty() {
                     problems.push(format!(
                         "roles.{role}.templates: {pattern:?} matches no template"
                     ));
                 }
                 if let Some(version) = pattern.split('@').nth(1) {
-                    if version
-                        .strip_prefix('v')
-                        .and_then(|v| v.parse::<u32>().ok())
-                        .is_none()
-                    {
-                        problems.push(format!(
+                    match version.strip_prefix('v').and_then(|v| v.parse::<u32>().ok()) {
+                        None => problems.push(format!(
                             "roles.{role}.templates: {pattern:?}: a version is written @v1, @v2, …"
-                        ));
+                        )),
+                        Some(v) if !matching.is_empty()
+                            && !matching.iter().any(|(_, versions)| versions.contains(&v)) =>
+                        {
+                            problems.push(format!(
+                                "roles.{role}.templates: {pattern:?}: no matching template has version v{v}"
+                            ))
+                        }
+                        Some(_) => {}
                     }
                 }
             }
@@ -203,6 +212,23 @@ impl Policy {
                         "roles.{role}: table {table:?} does not exist in the analytics database"
                     ));
                 }
+            }
+            for (table, expression) in &rules.row_filters {
+                let (Some(known), Ok(terms)) = (columns.get(table), parse_filter(expression))
+                else {
+                    continue;
+                };
+                for term in terms.iter().filter(|t| !known.contains(&t.column)) {
+                    problems.push(format!(
+                        "roles.{role}.row_filters.{table}: {table} has no column {:?}",
+                        term.column
+                    ));
+                }
+            }
+            if !rules.ingest && !rules.ingest_events.is_empty() {
+                problems.push(format!(
+                    "roles.{role}.ingest_events: set, but the role may not ingest (ingest = false)"
+                ));
             }
         }
         problems

@@ -493,7 +493,13 @@ async fn run(
         "query_id".into(),
         query_id(param(params, "query_id"), principal, &request_id),
     ));
-    if let Some(session) = param(params, "session_id").filter(|s| safe_id(s)) {
+    if let Some(session) = param(params, "session_id") {
+        if !safe_id(session) {
+            return Err(BiError::bad_arguments(
+                "invalid_session_id",
+                "session_id: must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         out.pairs.push((
             "session_id".into(),
             format!("chgate-{}-{session}", identity(principal)),
@@ -513,6 +519,16 @@ async fn run(
         && kind == StatementKind::Select
         && param(params, "compress").is_none_or(|v| v == "0")
         && param(params, "session_id").is_none();
+    // ClickHouse compresses when the client accepts gzip and turns `enable_http_compression` on;
+    // cached answers (kept uncompressed) are compressed the same way on their way out.
+    let gzip = param(params, "enable_http_compression").is_some_and(|v| v == "1")
+        && headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|e| e.split(';').next().unwrap_or("").trim() == "gzip")
+            });
     let from_cache = if cacheable {
         let key = ResultCache::key(
             &[
@@ -531,6 +547,7 @@ async fn run(
             forward.clone(),
             &key,
             ttl,
+            gzip,
         )
         .await
         {
@@ -721,6 +738,17 @@ fn decode_cached(blob: &Bytes) -> Option<(HeaderMap, Bytes)> {
     Some((headers, blob.slice(8 + len..)))
 }
 
+/// `body` gzip-compressed (fast level), as ClickHouse answers clients that accept it.
+fn gzipped(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
 /// Serves a `SELECT` from the cache, or runs it once for every identical concurrent request.
 #[allow(clippy::too_many_arguments)]
 async fn cached(
@@ -732,6 +760,7 @@ async fn cached(
     forward: HeaderMap,
     key: &str,
     ttl: u64,
+    gzip: bool,
 ) -> Result<Response, Failure> {
     let (status, blob) = match state.cache.get(key).await {
         Some(blob) => (CacheStatus::Hit, blob),
@@ -787,8 +816,23 @@ async fn cached(
     metrics::counter!("chgate_cache_requests_total", "outcome" => status.header().to_ascii_lowercase()).increment(1);
     count(plan.kind.name(), "ok");
     metrics::counter!("chgate_bi_response_bytes_total").increment(body.len() as u64);
-    let mut response = Response::new(Body::from(body));
-    *response.headers_mut() = headers;
+    let compressed = if gzip { gzipped(&body) } else { None };
+    let mut response = match compressed {
+        Some(compressed) => {
+            let mut response = Response::new(Body::from(compressed));
+            *response.headers_mut() = headers;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            response
+        }
+        None => {
+            let mut response = Response::new(Body::from(body));
+            *response.headers_mut() = headers;
+            response
+        }
+    };
     if let Some((_, id)) = out.pairs.iter().find(|(k, _)| k == "query_id") {
         if let Ok(value) = HeaderValue::from_str(id) {
             response

@@ -10,7 +10,8 @@
 use super::error::BiError;
 use crate::access::policy::{RolePolicy, SettingAction, SettingRule};
 
-/// Settings the gateway sets itself. `format_schema` and `format_template_*` name server files.
+/// Settings the gateway sets itself. `format_schema`, `output_format_schema` (written by the
+/// server) and `format_template_*` name server files.
 const FIXED: &[&str] = &[
     "readonly",
     "additional_table_filters",
@@ -20,6 +21,7 @@ const FIXED: &[&str] = &[
     "allow_introspection_functions",
     "allow_settings_after_format_in_insert",
     "format_schema",
+    "output_format_schema",
     "format_template_resultset",
     "format_template_row",
     "format_template_rows_between_delimiter",

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::BiError;
 use crate::access::policy::{sql_string, RolePolicy};
-use crate::sql::guard::{self, GuardError, Policy, SAFE_TABLE_FUNCTIONS};
+use crate::sql::guard::{self, GuardError, Policy, DENIED_FUNCTIONS, SAFE_TABLE_FUNCTIONS};
 use crate::sql::lexer::{self, Kind, Token};
 
 /// `system` tables BI clients read for their metadata; rows limited to what the role may see.
@@ -130,8 +130,7 @@ pub fn visibility_filters(scope: &Scope<'_>) -> BTreeMap<String, String> {
             matches.join(" OR ")
         }
     };
-    let system: Vec<String> = SYSTEM_TABLES.iter().map(|t| sql_string(t)).collect();
-    let system = system.join(", ");
+    let system = quoted(SYSTEM_TABLES);
     let tables = |column: &str| {
         format!(
             "(database = {analytics} AND ({})) OR (database = 'system' AND {column} IN ({system}))",
@@ -145,7 +144,27 @@ pub fn visibility_filters(scope: &Scope<'_>) -> BTreeMap<String, String> {
         ),
         ("system.tables".to_string(), tables("name")),
         ("system.columns".to_string(), tables("table")),
+        (
+            "system.table_functions".to_string(),
+            format!("lower(name) IN ({})", quoted(SAFE_TABLE_FUNCTIONS)),
+        ),
+        (
+            "system.functions".to_string(),
+            format!(
+                "lower(name) NOT IN ({}) AND NOT startsWith(lower(name), 'dictget')",
+                quoted(DENIED_FUNCTIONS)
+            ),
+        ),
     ])
+}
+
+/// `'a', 'b', …`
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| sql_string(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A table glob as a `LIKE` pattern.
@@ -205,7 +224,21 @@ pub fn plan(sql: &str, scope: &Scope<'_>) -> Result<Plan, BiError> {
             });
         }
     }
-    let checked = guard::check(&text, &scope.guard_policy()).map_err(|e| guard_error(e, scope))?;
+    let checked = guard::check(&text, &scope.guard_policy()).map_err(|e| {
+        // Statements that change something are refused as such, whether or not the parser
+        // knows their syntax.
+        match (&e, significant.first()) {
+            (GuardError::Unparseable(_), Some(first))
+                if WRITE_STATEMENTS.iter().any(|w| first.is_word(sql, w)) =>
+            {
+                guard_error(
+                    GuardError::NotAQuery(first.text(sql).to_ascii_uppercase()),
+                    scope,
+                )
+            }
+            _ => guard_error(e, scope),
+        }
+    })?;
     let prefix = format!("{}.", scope.analytics);
     Ok(Plan {
         kind: StatementKind::Select,
@@ -219,6 +252,13 @@ pub fn plan(sql: &str, scope: &Scope<'_>) -> Result<Plan, BiError> {
         settings: checked.settings,
     })
 }
+
+/// First words of statements that write or administer: refused as not read-only.
+const WRITE_STATEMENTS: &[&str] = &[
+    "insert", "alter", "create", "drop", "truncate", "rename", "optimize", "system", "kill", "set",
+    "grant", "revoke", "attach", "detach", "exchange", "delete", "update", "backup", "restore",
+    "undrop", "move", "use",
+];
 
 fn guard_error(error: GuardError, scope: &Scope<'_>) -> BiError {
     match error {
@@ -467,8 +507,8 @@ mod tests {
         for (sql, code) in [
             ("DROP TABLE events", 164),
             ("INSERT INTO events VALUES (1)", 164),
-            ("SYSTEM FLUSH LOGS", 62),
-            ("KILL QUERY WHERE 1", 62),
+            ("SYSTEM FLUSH LOGS", 164),
+            ("KILL QUERY WHERE 1", 164),
             ("SET readonly = 0", 164),
             ("SELECT * FROM events", 497),
             ("SELECT * FROM system.users", 497),
@@ -505,5 +545,8 @@ mod tests {
             "(database = 'analytics' AND (name LIKE 'dau\\\\_%' OR name LIKE 'events'))"
         ));
         assert!(filters["system.columns"].contains("table IN ('databases'"));
+        assert!(filters["system.table_functions"].contains("'numbers'"));
+        assert!(!filters["system.table_functions"].contains("'url'"));
+        assert!(filters["system.functions"].contains("NOT IN ('file', 'url'"));
     }
 }

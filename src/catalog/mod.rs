@@ -8,7 +8,7 @@ pub mod template;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use minijinja::{Environment, UndefinedBehavior};
@@ -449,57 +449,14 @@ impl CatalogHandle {
 
     /// Reloads on SIGHUP and when a file under the directory changes (polled every `every`).
     pub fn watch(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
-        let handle = self.clone();
-        tokio::spawn(async move {
-            let mut last = fingerprint(&handle.get().dir);
-            #[cfg(unix)]
-            let mut hangup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                #[cfg(unix)]
-                let signal = async {
-                    match hangup.as_mut() {
-                        Some(s) => {
-                            s.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let signal = std::future::pending::<()>();
-                let forced = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(every) => false,
-                    _ = signal => true,
-                };
-                let now = fingerprint(&handle.get().dir);
-                if forced || now != last {
-                    last = now;
-                    let _ = handle.reload();
-                }
-            }
-        });
+        let (seen, handle) = (self.clone(), self.clone());
+        crate::reload::watch(
+            every,
+            stop,
+            move || crate::reload::fingerprint(&seen.get().dir),
+            move || {
+                let _ = handle.reload();
+            },
+        );
     }
-}
-
-/// Names, sizes and modification times of every file under `dir`.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-        {
-            let path = entry.path();
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(path),
-                Ok(m) => out.push((path, m.len(), m.modified().ok())),
-                Err(_) => {}
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::params::{ParamSpec, ParamType};
 
 /// Parameter names with a meaning of their own in requests.
-pub const RESERVED_PARAMS: &[&str] = &["format"];
+pub const RESERVED_PARAMS: &[&str] = &["format", "_chgate_pii_salt"];
 
 /// A problem in a template file, located by line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +44,10 @@ pub struct Meta {
     /// The result's columns and ClickHouse types, in order (checked by `chgate check --live`).
     #[serde(default)]
     pub columns: IndexMap<String, String>,
+    /// Result columns holding personal data: roles without `pii` get them pseudonymized (a salted
+    /// hash, the same for the same value, so results still group and join).
+    #[serde(default)]
+    pub pii_columns: Vec<String>,
     #[serde(default)]
     pub examples: Vec<Example>,
     #[serde(default)]
@@ -226,6 +230,14 @@ impl TemplateFile {
                         "unknown role {role:?} (known: {})",
                         crate::auth::ROLES.join(", ")
                     ),
+                ));
+            }
+        }
+        for column in &meta.pii_columns {
+            if !meta.columns.contains_key(column) {
+                return Err(err(
+                    header_line_of("pii_columns"),
+                    format!("pii_columns: {column:?} is not one of the declared columns"),
                 ));
             }
         }

@@ -4,6 +4,8 @@
 //! Files refer to the target database as `${database}`; it is substituted at apply time, which lets
 //! tests migrate a fresh database each.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use anyhow::{bail, Context};
 use clickhouse::Row;
 use serde::Deserialize;
@@ -74,6 +76,74 @@ pub fn tables() -> anyhow::Result<std::collections::BTreeSet<String>> {
                 .collect::<Vec<_>>()
         })
         .collect())
+}
+
+/// The columns of the tables the migrations create with a column list (`CREATE TABLE … AS other`
+/// takes the other's), by table name. Views are left out.
+pub fn table_columns() -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let create = regex::Regex::new(
+        r"(?i)CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+\$\{database\}\.([A-Za-z0-9_]+)\s*(\(|AS\s+\$\{database\}\.([A-Za-z0-9_]+))",
+    )?;
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for migration in embedded()? {
+        let sql = &migration.sql;
+        for c in create.captures_iter(sql) {
+            let (Some(name), Some(open)) = (c.get(1), c.get(2)) else {
+                continue;
+            };
+            if let Some(source) = c.get(3) {
+                if let Some(columns) = out.get(source.as_str()).cloned() {
+                    out.insert(name.as_str().to_string(), columns);
+                }
+                continue;
+            }
+            // The column list: up to the parenthesis that closes `open`, split at top-level commas.
+            let mut depth = 0usize;
+            let mut entries = vec![String::new()];
+            for ch in sql[open.start()..].chars() {
+                match ch {
+                    '(' => {
+                        depth += 1;
+                        if depth == 1 {
+                            continue;
+                        }
+                    }
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    ',' if depth == 1 => {
+                        entries.push(String::new());
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some(entry) = entries.last_mut() {
+                    entry.push(ch);
+                }
+            }
+            let columns = entries
+                .iter()
+                .filter_map(|entry| {
+                    // Each line of an entry may start with a comment; the first other word names it.
+                    entry
+                        .lines()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty() && !l.starts_with("--"))
+                        .and_then(|l| l.split_whitespace().next())
+                        .map(|w| w.trim_matches('`').to_string())
+                })
+                .filter(|w| {
+                    !["INDEX", "PROJECTION", "CONSTRAINT"]
+                        .contains(&w.to_ascii_uppercase().as_str())
+                })
+                .collect();
+            out.insert(name.as_str().to_string(), columns);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Row, Deserialize)]

@@ -144,10 +144,15 @@ pub async fn run_latest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    audited(
-        state, principal, peer, name, None, method, query, headers, body,
-    )
-    .await
+    let request = Request {
+        name,
+        version: None,
+        method,
+        query,
+        headers,
+        body,
+    };
+    audited(state, principal, peer, request).await
 }
 
 /// `GET|POST /v1/queries/{name}/v{N}`: a pinned version.
@@ -171,51 +176,47 @@ pub async fn run_version(
                 format!("version {version:?} must look like v1, v2, …"),
             )
         })?;
-    audited(
-        state,
-        principal,
-        peer,
+    let request = Request {
         name,
-        Some(number),
+        version: Some(number),
         method,
         query,
         headers,
         body,
-    )
-    .await
+    };
+    audited(state, principal, peer, request).await
 }
 
 /// Runs a template and records the run in the audit log, whatever its outcome; a successful run
 /// is recorded when its response has been sent, with the bytes sent and (for JSON) the rows.
-#[allow(clippy::too_many_arguments)]
 async fn audited(
     state: AppState,
     principal: Principal,
     peer: SocketAddr,
-    name: String,
-    version: Option<u32>,
-    method: Method,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let resource = match version {
-        Some(v) => format!("{name}/v{v}"),
-        None => name.clone(),
+    let resource = match request.version {
+        Some(v) => format!("{}/v{v}", request.name),
+        None => request.name.clone(),
     };
     let mut record = crate::audit::AuditRecord::for_request(
         "template.run",
         &resource,
         &principal,
-        &headers,
+        &request.headers,
         peer,
     );
-    record.params = query.as_deref().map(|q| Value::String(q.to_string()));
+    // The query string until the parameters are read; then all of them (query string and body).
+    record.params = request
+        .query
+        .as_deref()
+        .map(|q| Value::String(q.to_string()));
     let mut pending = crate::audit::Pending::new(&state.audit, record);
-    let result = run(
-        state, principal, name, version, method, query, headers, body,
-    )
-    .await;
+    let mut params = None;
+    let result = run(state, principal, request, &mut params).await;
+    if let Some(params) = params {
+        pending.record().params = Some(Value::Object(params));
+    }
     match result {
         Ok(response) => {
             pending.record().status = i32::from(response.status().as_u16());
@@ -230,17 +231,31 @@ async fn audited(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    state: AppState,
-    principal: Principal,
+/// What a template call asked for.
+struct Request {
     name: String,
     version: Option<u32>,
     method: Method,
     query: Option<String>,
     headers: HeaderMap,
     body: Body,
+}
+
+/// Runs a template; `audit_params` receives the call's parameters once they are read.
+async fn run(
+    state: AppState,
+    principal: Principal,
+    request: Request,
+    audit_params: &mut Option<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
+    let Request {
+        name,
+        version,
+        method,
+        query,
+        headers,
+        body,
+    } = request;
     let catalog = state.catalog.get();
     let (template, role) = super::authorize(
         state.access.role(&principal)?,
@@ -280,6 +295,7 @@ async fn run(
             }
         }
     }
+    *audit_params = Some(params.clone());
     let format = format
         .or_else(|| {
             headers
@@ -288,6 +304,16 @@ async fn run(
                 .and_then(Format::from_accept)
         })
         .unwrap_or(Format::Json);
+    if format != Format::Json && !role.export {
+        return Err(ApiError::forbidden(
+            "export_not_allowed",
+            format!(
+                "format: {} is a download, and role {:?} may not export; ask for json",
+                format.name(),
+                principal.role
+            ),
+        ));
+    }
     let (rendered, filters) = super::render_for(
         &catalog,
         template,
@@ -303,6 +329,7 @@ async fn run(
         max_execution_secs: role.limits.max_execution_secs,
         max_rows: role.limits.max_result_rows,
         table_filters: filters.setting(),
+        pii_salt: super::Attribution::pii_salt(&role, state.settings.privacy.salt.expose()),
     };
     let labels = [
         ("template", template.name().to_string()),
@@ -331,6 +358,10 @@ async fn run(
                 &template.version().to_string(),
                 &serde_json::to_string(&rendered.values).unwrap_or_default(),
                 &filters.setting().unwrap_or_default(),
+                // Results are cut at the role's row limit and masked for roles without personal
+                // data, so roles differing in either get entries of their own.
+                &role.limits.max_result_rows.to_string(),
+                if role.pii { "pii" } else { "masked" },
                 format.name(),
             ]);
             let no_cache = headers
@@ -393,6 +424,7 @@ async fn run(
             header::CONTENT_TYPE,
             HeaderValue::from_static(format.content_type()),
         );
+        response.extensions_mut().insert(format.row_lines());
         response
     };
     metrics::counter!("chgate_queries_total", &labels).increment(1);

@@ -69,6 +69,16 @@ impl Format {
         }
     }
 
+    /// Counts the rows of a streamed result in this format (one line per row, after a header line
+    /// in CSV and TSV).
+    pub fn row_lines(self) -> crate::audit::RowLines {
+        match self {
+            Self::Csv => crate::audit::RowLines::new(1, true),
+            Self::Tsv => crate::audit::RowLines::new(1, false),
+            Self::Json | Self::Ndjson => crate::audit::RowLines::new(0, false),
+        }
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
@@ -88,6 +98,36 @@ pub struct Attribution<'a> {
     pub max_rows: u64,
     /// ClickHouse `additional_table_filters` from the role's row filters.
     pub table_filters: Option<String>,
+    /// The salt of pseudonymized personal data, for a role without `pii`; `None`: raw values.
+    pub pii_salt: Option<&'a str>,
+}
+
+impl<'a> Attribution<'a> {
+    /// The salt for `role`'s results: `None` when the role may see personal data.
+    pub fn pii_salt(role: &RolePolicy, salt: &'a str) -> Option<&'a str> {
+        (!role.pii).then_some(salt)
+    }
+}
+
+/// Name of the bound salt of [`masked_sql`] (reserved: no template parameter may have it).
+const PII_SALT_PARAM: &str = "_chgate_pii_salt";
+
+/// `sql` with each of `columns` of its result replaced by a pseudonym: the first 16 hex digits of
+/// SHA-256 over the salt and the value (empty stays empty).
+fn masked_sql(sql: &str, columns: &[String]) -> String {
+    let replaced: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let column = format!("`{}`", c.replace('`', "``"));
+            format!(
+                "if(empty(toString({column})), '', substring(lower(hex(SHA256(concat({{{PII_SALT_PARAM}:String}}, toString({column}))))), 1, 16)) AS {column}"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT * REPLACE ({}) FROM (\n{sql}\n)",
+        replaced.join(", ")
+    )
 }
 
 /// A query on its way: ClickHouse's response body, streamed.
@@ -112,8 +152,14 @@ pub fn start(
         "key": who.principal.name,
         "role": who.principal.role,
     });
+    let masked = match who.pii_salt {
+        Some(salt) if !meta.pii_columns.is_empty() => {
+            Some((masked_sql(&rendered.sql, &meta.pii_columns), salt))
+        }
+        _ => None,
+    };
     let mut query = client
-        .query(&rendered.sql)
+        .query(masked.as_ref().map_or(&rendered.sql, |(sql, _)| sql))
         .with_setting("readonly", "1")
         .with_setting(
             "max_execution_time",
@@ -136,6 +182,9 @@ pub fn start(
     }
     for (name, value) in &rendered.bindings {
         query = query.param(name, value);
+    }
+    if let Some((_, salt)) = masked {
+        query = query.param(PII_SALT_PARAM, salt);
     }
     // The statement text is ours (rendered and guarded), so the client's `?` binding is off.
     let cursor = query
@@ -248,6 +297,7 @@ pub async fn run_json(
         max_execution_secs: role.limits.max_execution_secs,
         max_rows: role.limits.max_result_rows,
         table_filters: filters.setting(),
+        pii_salt: Attribution::pii_salt(&role, state.settings.privacy.salt.expose()),
     };
     let _slot = state
         .access
@@ -320,7 +370,20 @@ pub fn error_code(text: &str) -> Option<u32> {
 /// Maps a ClickHouse failure of a template run onto the HTTP boundary.
 pub fn clickhouse_error(error: &clickhouse::error::Error) -> ApiError {
     let text = error.to_string();
-    match error_code(&text) {
+    let failure = classify_clickhouse_error(error, &text);
+    let kind = match failure.code() {
+        "query_timeout" => "timeout",
+        "result_too_large" => "too_large",
+        "clickhouse_overloaded" => "overloaded",
+        "clickhouse_unavailable" => "unavailable",
+        _ => "other",
+    };
+    metrics::counter!("chgate_query_clickhouse_errors_total", "kind" => kind).increment(1);
+    failure
+}
+
+fn classify_clickhouse_error(error: &clickhouse::error::Error, text: &str) -> ApiError {
+    match error_code(text) {
         Some(159) => ApiError::Unavailable {
             code: "query_timeout",
             message: "the query took longer than this template's max_execution_secs; narrow the time range".into(),

@@ -40,7 +40,7 @@ pub const SAFE_TABLE_FUNCTIONS: &[&str] = &[
 ];
 
 /// Functions that read data from outside the tables of the query, or stall the server.
-const DENIED_FUNCTIONS: &[&str] = &[
+pub const DENIED_FUNCTIONS: &[&str] = &[
     "file",
     "url",
     "s3",
@@ -203,10 +203,23 @@ pub fn check(sql: &str, policy: &Policy) -> Result<Checked, GuardError> {
     })
 }
 
+/// The CTEs of one query level.
+struct Scope {
+    /// Names usable as relations here: the CTEs whose bodies have been walked.
+    visible: Vec<String>,
+    /// Every CTE of the level: name and the identity of its body.
+    ctes: Vec<(String, usize)>,
+}
+
+/// Identity of a parsed query node (its address), to recognise a CTE's body when it is left.
+fn query_id(query: &Query) -> usize {
+    std::ptr::from_ref(query) as usize
+}
+
 struct Walker<'a> {
     policy: &'a Policy,
     /// CTE names visible in the query being walked, innermost last.
-    scopes: Vec<Vec<String>>,
+    scopes: Vec<Scope>,
     /// Names whose relation visit must not be read as a table: table functions (checked on their
     /// own) and `ARRAY JOIN` columns.
     skip_relations: Vec<ObjectName>,
@@ -226,7 +239,7 @@ impl Walker<'_> {
     fn in_scope(&self, name: &str) -> bool {
         self.scopes
             .iter()
-            .any(|scope| scope.iter().any(|cte| cte == name))
+            .any(|scope| scope.visible.iter().any(|cte| cte == name))
     }
 
     /// Resolves a table name to `(database, table)` and checks it.
@@ -277,12 +290,22 @@ impl Visitor for Walker<'_> {
         {
             return self.fail(GuardError::Clause("this clause"));
         }
-        let names = query
+        // A CTE's name becomes visible once its own body has been walked (`post_visit_query`):
+        // inside its body and those of earlier CTEs the name is the table of that name, as
+        // ClickHouse reads it, so it is checked (and row-filtered) like any table.
+        let ctes = query
             .with
             .iter()
-            .flat_map(|w| w.cte_tables.iter().map(|cte| cte.alias.name.value.clone()))
+            .flat_map(|w| {
+                w.cte_tables
+                    .iter()
+                    .map(|cte| (cte.alias.name.value.clone(), query_id(&cte.query)))
+            })
             .collect();
-        self.scopes.push(names);
+        self.scopes.push(Scope {
+            visible: Vec::new(),
+            ctes,
+        });
         if let SetExpr::Select(select) = query.body.as_ref() {
             if select.into.is_some() {
                 return self.fail(GuardError::Clause("SELECT … INTO"));
@@ -300,8 +323,19 @@ impl Visitor for Walker<'_> {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         self.scopes.pop();
+        if let Some(parent) = self.scopes.last_mut() {
+            let id = query_id(query);
+            if let Some(name) = parent
+                .ctes
+                .iter()
+                .find(|(_, cte)| *cte == id)
+                .map(|(name, _)| name.clone())
+            {
+                parent.visible.push(name);
+            }
+        }
         ControlFlow::Continue(())
     }
 
@@ -485,6 +519,41 @@ mod tests {
         assert_eq!(
             check(escaped, &policy).unwrap_err(),
             GuardError::Table("analytics.secret".into())
+        );
+    }
+
+    #[test]
+    fn a_cte_name_is_the_table_inside_its_own_body_and_earlier_ctes() {
+        let mut policy = policy();
+        policy.tables = BTreeSet::from([("analytics".to_string(), "events".to_string())]);
+        // Inside its own body, `secret` is the table of that name, not the CTE.
+        assert_eq!(
+            check(
+                "WITH secret AS (SELECT * FROM secret) SELECT * FROM secret",
+                &policy
+            )
+            .unwrap_err(),
+            GuardError::Table("analytics.secret".into())
+        );
+        // A later CTE is not visible in an earlier one's body.
+        assert_eq!(
+            check(
+                "WITH a AS (SELECT * FROM secret), secret AS (SELECT 1) SELECT * FROM a",
+                &policy
+            )
+            .unwrap_err(),
+            GuardError::Table("analytics.secret".into())
+        );
+        // A CTE shadowing an allowed table still records the table its body reads (for row
+        // filters), and earlier CTEs are visible to later ones.
+        let checked = check(
+            "WITH events AS (SELECT * FROM events), b AS (SELECT * FROM events) SELECT * FROM b",
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(
+            checked.tables,
+            BTreeSet::from(["analytics.events".to_string()])
         );
     }
 

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, JWT_SECRET};
+use crate::helpers::{metric_value, TestApp, JWT_SECRET};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -315,4 +315,183 @@ async fn the_shipped_policy_file_is_valid_against_the_catalog() {
         crate::helpers::stdout(&output),
         crate::helpers::stderr(&output)
     );
+}
+
+#[tokio::test]
+async fn the_policy_file_reloads_while_running_and_a_broken_edit_keeps_the_previous_policy() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/access.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("access.toml");
+    let original = std::fs::read_to_string(&shipped).unwrap();
+    std::fs::write(&policy, &original).unwrap();
+    let app = TestApp::spawn_with(|s| {
+        s.access.policy = policy.clone();
+        s.access.reload_poll_ms = 50;
+    })
+    .await;
+    let support = app.create_key("support").await;
+    let run = |key: String| {
+        let client = app.client.clone();
+        let url = app.url("/v1/queries/dau?from=2026-01-01&to=2026-01-31");
+        async move {
+            let response = client.get(url).bearer_auth(key).send().await.unwrap();
+            response.status().as_u16()
+        }
+    };
+    // Waits (bounded) for the running gateway to answer `want`.
+    let eventually = |want: u16| {
+        let run = &run;
+        let support = support.clone();
+        async move {
+            let mut last = 0;
+            for _ in 0..100 {
+                last = run(support.clone()).await;
+                if last == want {
+                    return last;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            last
+        }
+    };
+    let before = run(support.clone()).await;
+
+    let revoked = original.replace(
+        r#"templates = ["user_profile", "dau", "active_users", "event_trends", "ops_usage"]"#,
+        r#"templates = ["user_profile", "active_users", "event_trends", "ops_usage"]"#,
+    );
+    assert_ne!(
+        revoked, original,
+        "the support role's template list is where the test expects it"
+    );
+    std::fs::write(&policy, &revoked).unwrap();
+    let after_revoke = eventually(403).await;
+    let reloads_before = metric_value(&app, "chgate_access_reloads_total").await;
+    std::fs::write(
+        &policy,
+        format!("{original}\n[roles.support.limits]\nburst = \"many\"\n"),
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after_broken = run(support.clone()).await;
+    let reloads_after = metric_value(&app, "chgate_access_reloads_total").await;
+
+    assert_eq!(before, 200, "support may run dau in the shipped policy");
+    assert_eq!(
+        after_revoke, 403,
+        "the edited policy is picked up while running"
+    );
+    assert_eq!(
+        after_broken, 403,
+        "a broken file (even one granting dau again) leaves the previous policy in force"
+    );
+    assert!(
+        reloads_after > reloads_before,
+        "the rejected reload is counted"
+    );
+}
+
+#[tokio::test]
+async fn personal_columns_are_pseudonymized_and_downloads_refused_by_role() {
+    let app = TestApp::spawn().await;
+    crate::helpers::load_reference_events(&app).await;
+    let user: String = app
+        .clickhouse()
+        .query("SELECT any(user_id) FROM events WHERE user_id != ''")
+        .fetch_one()
+        .await
+        .unwrap();
+    let profile = |role: &'static str| {
+        let app = &app;
+        let user = user.clone();
+        async move {
+            let key = app.create_key(role).await;
+            let body = app
+                .get_json(&format!("/v1/queries/user_profile?user_id={user}"), &key)
+                .await;
+            body["data"][0].clone()
+        }
+    };
+    let raw = profile("support").await;
+    let masked = profile("analyst").await;
+    let masked_again = profile("analyst").await;
+    let download = |role: &'static str| {
+        let app = &app;
+        async move {
+            let key = app.create_key(role).await;
+            let response = app
+                .client
+                .get(app.url("/v1/queries/dau?from=2026-01-01&to=2026-01-31&format=csv"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (support_csv, support_body) = download("support").await;
+    let (analyst_csv, _) = download("analyst").await;
+
+    assert_eq!(
+        raw["user_id"],
+        user.as_str(),
+        "a role with pii sees the id: {raw}"
+    );
+    let pseudonym = masked["user_id"].as_str().unwrap();
+    assert_eq!(pseudonym.len(), 16, "{masked}");
+    assert!(pseudonym.bytes().all(|b| b.is_ascii_hexdigit()) && pseudonym != user);
+    assert_eq!(masked_again["user_id"], pseudonym, "pseudonyms are stable");
+    assert_eq!(
+        masked["events"], raw["events"],
+        "only the personal column changes"
+    );
+    assert_eq!(support_csv, 403, "{support_body}");
+    assert!(
+        support_body.contains("export_not_allowed"),
+        "{support_body}"
+    );
+    assert_eq!(analyst_csv, 200);
+}
+
+#[tokio::test]
+async fn access_check_names_each_problem_of_a_broken_policy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("access.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[roles.analyst]
+templates = ["dau", "no_such_*", "funnel@v9"]
+bi_tables = ["events", "secrets"]
+[roles.analyst.row_filters]
+events = "tenant = {claim.tenant_id}"
+[roles.support]
+ingest_events = ["purchase"]
+"#,
+    )
+    .unwrap();
+    let output = crate::helpers::run_cli(
+        &["access", "check"],
+        &[
+            ("CHGATE__ACCESS__POLICY", policy.display().to_string()),
+            (
+                "CHGATE__CATALOG__DIR",
+                root.join("queries").display().to_string(),
+            ),
+        ],
+    );
+    let text = crate::helpers::stdout(&output);
+
+    assert!(!output.status.success(), "{text}");
+    for expected in [
+        r#"roles.analyst.templates: "no_such_*" matches no template"#,
+        r#"roles.analyst.templates: "funnel@v9": no matching template has version v9"#,
+        r#"roles.analyst: table "secrets" does not exist"#,
+        r#"roles.analyst.row_filters.events: events has no column "tenant""#,
+        "roles.support.ingest_events: set, but the role may not ingest",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
 }

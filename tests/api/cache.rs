@@ -64,6 +64,11 @@ async fn a_repeated_call_is_a_hit_and_no_cache_bypasses_only_for_roles_allowed_t
     );
     assert_eq!(ignored, "HIT", "marketers may not bypass the cache");
     assert_eq!(d["data"], c["data"], "the bypass refreshed the entry");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for (outcome, count) in [("hit", 2), ("miss", 2), ("bypass", 1)] {
+        let line = format!("chgate_cache_requests_total{{outcome=\"{outcome}\"}} {count}");
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -108,6 +113,13 @@ async fn concurrent_identical_misses_run_one_clickhouse_query() {
         .await
         .unwrap();
     assert_eq!(runs, 1, "six callers, one query");
+    let joined = crate::helpers::metric_value(&app, "chgate_cache_singleflight_joins_total").await;
+    let hits = statuses.iter().filter(|s| *s == "HIT").count() as f64;
+    assert_eq!(
+        joined + hits,
+        5.0,
+        "the other five joined the running query or found its result"
+    );
 }
 
 #[tokio::test]

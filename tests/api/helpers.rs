@@ -222,6 +222,19 @@ impl TestApp {
             .expect("request is sent")
     }
 
+    /// `GET path` with `key`, the answer as JSON.
+    pub async fn get_json(&self, path: &str, key: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request is sent")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// Creates an API key through the library, as `chgate keys create` does.
     pub async fn create_key(&self, role: &str) -> String {
         self.create_key_with(role, &[]).await

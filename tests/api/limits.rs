@@ -110,6 +110,52 @@ async fn a_second_concurrent_query_beyond_the_role_limit_gets_429() {
 }
 
 #[tokio::test]
+async fn beyond_the_gateway_wide_query_limit_callers_get_503_with_retry_after() {
+    let dir = catalog_and_policy("[roles.analyst]\ntemplates = [\"*\"]\n");
+    let (catalog, access) = (dir.path().to_path_buf(), dir.path().join("access.toml"));
+    let app = TestApp::spawn_with(move |s| {
+        s.catalog.dir = catalog;
+        s.access.policy = access;
+        s.access.max_concurrent_queries = 1;
+    })
+    .await;
+    let (first, second) = (
+        app.create_key("analyst").await,
+        app.create_key("analyst").await,
+    );
+    let slow = {
+        let request = app
+            .client
+            .get(app.url("/v1/queries/slow"))
+            .bearer_auth(&first);
+        tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let busy = app
+        .client
+        .get(app.url("/v1/queries/quick"))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let body: Value = busy.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gateway_busy");
+    let slow = slow.await.unwrap();
+    assert!(
+        !slow.contains("gateway_busy"),
+        "the first query held the gateway's only slot: {slow}"
+    );
+    assert_eq!(
+        crate::helpers::metric_value(&app, "chgate_rate_limited_total").await,
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn ingestion_is_limited_in_events_per_second_per_key() {
     let (app, _dir) = spawn(
         "[roles.ingest]\ningest = true\n[roles.ingest.limits]\ningest_events_per_second = 10\n",
