@@ -402,10 +402,34 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
             tracing::warn!(error = %e, "removing expired report files failed");
         }
     }
+    // The file leaves the template's results: an export by the owner, from the scheduler.
+    let origin = crate::audit::Origin {
+        ip: "scheduler".into(),
+        user_agent: format!("chgate-scheduler/{}", env!("CARGO_PKG_VERSION")),
+        reason: format!("report run {}", claimed.run_id),
+    };
+    let mut record = crate::audit::AuditRecord::new(
+        "report.generate",
+        &format!("report/{}/run/{}", report.id, claimed.run_id),
+        Some(&owner),
+        &origin,
+    );
+    record.params = Some(json!({
+        "template": spec.template,
+        "params": params,
+        "format": format,
+        "stored": spec.delivery.store,
+        "webhook": spec.delivery.webhook,
+    }));
+    record.rows = Some(rows as i64);
+    record.bytes = Some(bytes as i64);
     if let Some(url) = &spec.delivery.webhook {
         let delivery = deliver(state, url, &report, claimed.run_id, &filename, &file).await;
         result["webhook"] = json!(delivery);
         if !delivery.delivered {
+            record.outcome = "webhook_failed".into();
+            record.status = 502;
+            state.audit.record(record);
             return Err(format!(
                 "the webhook did not take the file after {} attempts: {}{}",
                 delivery.attempts,
@@ -418,6 +442,7 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
             ));
         }
     }
+    state.audit.record(record);
     Ok(Outcome {
         rows: Some(rows as i64),
         result: Some(result),

@@ -223,3 +223,50 @@ async fn admins_manage_keys_over_the_api_and_others_may_not() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_key_revoked_through_one_gateway_is_refused_by_every_gateway_within_five_seconds() {
+    let databases = crate::helpers::TestDatabases::migrated().await;
+    let other = TestApp::start(databases.borrowed(|s| {
+        s.ingest.wal_dir = s.ingest.wal_dir.join("second");
+    }))
+    .await;
+    let first = TestApp::start(databases).await;
+    let admin = first.create_key("admin").await;
+    let created = first
+        .post_json(
+            "/v1/admin/keys",
+            &admin,
+            &serde_json::json!({"name": "shared", "role": "analyst"}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let secret = created.json::<serde_json::Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = |app: &TestApp| {
+        let request = app.client.get(app.url("/v1/whoami")).bearer_auth(&secret);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Both gateways have it in their key caches.
+    assert_eq!((status(&first).await, status(&other).await), (200, 200));
+
+    let revoked = first
+        .client
+        .delete(first.url("/v1/admin/keys/shared"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let started = Instant::now();
+    while status(&other).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the other gateway still accepts the key after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status(&first).await, 401);
+}

@@ -368,6 +368,30 @@ async fn csv_and_json_reports_are_delivered_to_webhooks_and_a_failing_webhook_fa
             .any(|m| m["name"] == "item"),
         "{file}"
     );
+
+    // Each generated file is an audited export by the report's owner, delivered or not.
+    let pool = app.postgres().await;
+    let mut generated: Vec<(String, String, Option<i64>, Option<i64>)> = Vec::new();
+    for _ in 0..50 {
+        generated = sqlx::query_as(
+            "SELECT role, outcome, rows, bytes FROM audit_log WHERE action = 'report.generate' ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        if generated.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(generated.len(), 2, "{generated:?}");
+    assert_eq!(
+        (generated[0].0.as_str(), generated[0].1.as_str()),
+        ("analyst", "ok")
+    );
+    assert_eq!(generated[0].2.map(|r| r as u64), result["rows"].as_u64());
+    assert!(generated[0].3.unwrap_or(0) > 0);
+    assert_eq!(generated[1].1, "webhook_failed");
 }
 
 #[tokio::test]
