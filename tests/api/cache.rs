@@ -130,22 +130,34 @@ async fn when_redis_stops_mid_test_responses_stay_200() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/test installs it)");
+    let start_redis = || {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)")
+    };
+    let mut redis = start_redis();
+    let redis_keys = || async move {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("KEYS")
+            .arg("chgate:result:*")
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .ok()
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let templates = catalog();
     let path = templates.path().to_path_buf();
@@ -192,4 +204,24 @@ async fn when_redis_stops_mid_test_responses_stay_200() {
         again, "HIT",
         "the in-process cache serves while Redis is down"
     );
+    assert!(crate::helpers::metric_value(&app, "chgate_cache_redis_errors_total").await > 0.0);
+
+    // Redis comes back (empty): the gateway reconnects on its own and stores there again.
+    let mut redis = start_redis();
+    let started = std::time::Instant::now();
+    let mut n = 100;
+    loop {
+        n += 1;
+        call(&app, &key, &format!("/v1/queries/quick?n={n}"), false).await;
+        if redis_keys().await.is_some_and(|k| !k.is_empty()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no entry reached the restarted Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    redis.kill().unwrap();
+    redis.wait().unwrap();
 }
