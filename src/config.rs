@@ -167,8 +167,33 @@ impl ServerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// LZ4 over the network, none when ClickHouse runs on this host (the URL's host is a loopback
+    /// address or `localhost`): compressing costs CPU on both ends and saves nothing there.
+    Auto,
     None,
     Lz4,
+}
+
+impl Compression {
+    /// The compression to use with the ClickHouse server at `url`.
+    pub fn for_url(self, url: &str) -> Compression {
+        match self {
+            Self::Auto => {
+                let local = url::Url::parse(url).ok().is_some_and(|u| match u.host() {
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                });
+                if local {
+                    Self::None
+                } else {
+                    Self::Lz4
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -180,7 +205,8 @@ pub struct ClickHouseSettings {
     pub database: String,
     pub user: String,
     pub password: Secret,
-    /// Compression of the native HTTP transport between chgate and ClickHouse.
+    /// Compression of the HTTP transport between chgate and ClickHouse (auto: LZ4 unless
+    /// ClickHouse is on this host).
     pub compression: Compression,
     /// Timeout of health probes against ClickHouse.
     pub probe_timeout_ms: u64,
@@ -193,7 +219,7 @@ impl Default for ClickHouseSettings {
             database: "analytics".into(),
             user: "default".into(),
             password: Secret::default(),
-            compression: Compression::Lz4,
+            compression: Compression::Auto,
             probe_timeout_ms: 2000,
         }
     }
@@ -623,5 +649,31 @@ impl Settings {
             figment = figment.merge(Serialized::globals(figment::util::nest(&key, value)));
         }
         Ok(figment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compression;
+
+    #[test]
+    fn auto_compression_is_off_only_for_a_clickhouse_on_this_host() {
+        for (url, want) in [
+            ("http://127.0.0.1:8123", Compression::None),
+            ("http://localhost:8123", Compression::None),
+            ("http://[::1]:8123", Compression::None),
+            ("https://clickhouse.internal:8443", Compression::Lz4),
+            ("http://10.0.0.5:8123", Compression::Lz4),
+        ] {
+            assert_eq!(Compression::Auto.for_url(url), want, "{url}");
+        }
+        assert_eq!(
+            Compression::Lz4.for_url("http://127.0.0.1:8123"),
+            Compression::Lz4
+        );
+        assert_eq!(
+            Compression::None.for_url("http://10.0.0.5"),
+            Compression::None
+        );
     }
 }

@@ -60,6 +60,54 @@ pub struct EventRow {
     pub ingest_segment: u64,
 }
 
+impl EventRow {
+    /// Bytes of text the row holds (what its encodings are mostly made of).
+    pub fn text_len(&self) -> usize {
+        [
+            &self.event,
+            &self.user_id,
+            &self.anonymous_id,
+            &self.actor_id,
+            &self.session_id,
+            &self.platform,
+            &self.properties,
+            &self.item_id,
+            &self.developer_id,
+            &self.currency,
+            &self.operation,
+            &self.status,
+            &self.ip,
+            &self.country,
+            &self.region,
+            &self.city,
+            &self.locale,
+            &self.user_agent,
+            &self.browser,
+            &self.browser_version,
+            &self.os,
+            &self.os_version,
+            &self.device_type,
+            &self.device_model,
+            &self.app_version,
+            &self.library,
+            &self.page_url,
+            &self.page_path,
+            &self.page_title,
+            &self.referrer,
+            &self.referrer_host,
+            &self.channel,
+            &self.utm_source,
+            &self.utm_medium,
+            &self.utm_campaign,
+            &self.utm_term,
+            &self.utm_content,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum()
+    }
+}
+
 /// A `DateTime64(3, 'UTC')` value: milliseconds since the epoch.
 struct Millis(i64);
 

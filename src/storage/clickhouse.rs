@@ -53,9 +53,9 @@ pub fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
     let mut client = clickhouse::Client::default()
         .with_url(&settings.url)
         .with_user(&settings.user)
-        .with_compression(match settings.compression {
+        .with_compression(match settings.compression.for_url(&settings.url) {
             Compression::None => clickhouse::Compression::None,
-            Compression::Lz4 => clickhouse::Compression::Lz4,
+            Compression::Lz4 | Compression::Auto => clickhouse::Compression::Lz4,
         });
     if !settings.password.is_empty() {
         client = client.with_password(settings.password.expose());
