@@ -51,6 +51,10 @@ pub struct RolePolicy {
     pub bi: bool,
     #[serde(default)]
     pub bi_tables: Vec<String>,
+    /// Columns per table the role may not see through the BI endpoint: usable only as counted
+    /// arguments (`uniq(actor_id)`), hidden from `system.columns`.
+    #[serde(default)]
+    pub bi_hidden_columns: BTreeMap<String, Vec<String>>,
     /// How long BI responses of this role are cached (0: not cached).
     #[serde(default)]
     pub bi_cache_ttl_secs: u64,
@@ -210,6 +214,19 @@ impl Policy {
                 if table != "*" && !tables.iter().any(|t| glob(table, t)) {
                     problems.push(format!(
                         "roles.{role}: table {table:?} does not exist in the analytics database"
+                    ));
+                }
+            }
+            for (table, hidden) in &rules.bi_hidden_columns {
+                let Some(known) = columns.get(table) else {
+                    problems.push(format!(
+                        "roles.{role}.bi_hidden_columns: table {table:?} does not exist in the analytics database"
+                    ));
+                    continue;
+                };
+                for column in hidden.iter().filter(|c| !known.contains(*c)) {
+                    problems.push(format!(
+                        "roles.{role}.bi_hidden_columns.{table}: {table} has no column {column:?}"
                     ));
                 }
             }

@@ -109,6 +109,17 @@ impl Scope<'_> {
             table_functions: SAFE_TABLE_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
             settings: None,
             allow_format: false,
+            hidden_columns: self
+                .role
+                .bi_hidden_columns
+                .iter()
+                .map(|(table, columns)| {
+                    (
+                        format!("{}.{table}", self.analytics),
+                        columns.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -143,7 +154,10 @@ pub fn visibility_filters(scope: &Scope<'_>) -> BTreeMap<String, String> {
             format!("name IN ({analytics}, 'system')"),
         ),
         ("system.tables".to_string(), tables("name")),
-        ("system.columns".to_string(), tables("table")),
+        (
+            "system.columns".to_string(),
+            format!("({}){}", tables("table"), hidden_columns(scope)),
+        ),
         (
             "system.table_functions".to_string(),
             format!("lower(name) IN ({})", quoted(SAFE_TABLE_FUNCTIONS)),
@@ -156,6 +170,30 @@ pub fn visibility_filters(scope: &Scope<'_>) -> BTreeMap<String, String> {
             ),
         ),
     ])
+}
+
+/// ` AND NOT (…)` leaving the role's hidden columns out of `system.columns` (empty without any).
+fn hidden_columns(scope: &Scope<'_>) -> String {
+    let analytics = sql_string(scope.analytics);
+    let terms: Vec<String> = scope
+        .role
+        .bi_hidden_columns
+        .iter()
+        .filter(|(_, columns)| !columns.is_empty())
+        .map(|(table, columns)| {
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            format!(
+                "(database = {analytics} AND table = {} AND name IN ({}))",
+                sql_string(table),
+                quoted(&names)
+            )
+        })
+        .collect();
+    if terms.is_empty() {
+        String::new()
+    } else {
+        format!(" AND NOT ({})", terms.join(" OR "))
+    }
 }
 
 /// `'a', 'b', …`
@@ -296,6 +334,9 @@ fn guard_error(error: GuardError, scope: &Scope<'_>) -> BiError {
             "setting_not_allowed",
             format!("Cannot modify '{name}' setting in readonly mode"),
         ),
+        error @ (GuardError::HiddenColumn { .. } | GuardError::HiddenByWildcard { .. }) => {
+            BiError::access_denied("column_hidden", error.to_string())
+        }
         GuardError::Clause(what) => {
             BiError::access_denied("clause_not_allowed", format!("{what} is not allowed"))
         }

@@ -15,11 +15,12 @@
 //! `placeholders`), so the guard sees the shape that will run. The original text is what is sent
 //! to ClickHouse — never a re-rendering of the AST.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, JoinOperator, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, JoinConstraint, JoinOperator,
+    ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::parser::{Parser, ParserOptions};
@@ -109,6 +110,10 @@ pub struct Policy {
     pub settings: Option<BTreeSet<String>>,
     /// Whether a `FORMAT` clause is accepted.
     pub allow_format: bool,
+    /// Columns of some tables (`database.table` → lower-case names) that a statement reading the
+    /// table may use only as the argument of a distinct count (`uniq(c)`, `count(DISTINCT c)`):
+    /// never selected, filtered, grouped or joined on, and never behind a `*` or `COLUMNS(…)`.
+    pub hidden_columns: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Policy {
@@ -120,6 +125,7 @@ impl Policy {
             table_functions: SAFE_TABLE_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
             settings: Some(BTreeSet::new()),
             allow_format: false,
+            hidden_columns: BTreeMap::new(),
         }
     }
 
@@ -149,6 +155,10 @@ pub enum GuardError {
     Setting(String),
     #[error("{0} is not allowed")]
     Clause(&'static str),
+    #[error("column {column} of {table} is hidden from this role; it may only be counted (uniq({column}), count(DISTINCT {column}))")]
+    HiddenColumn { table: String, column: String },
+    #[error("{table} has columns hidden from this role, so it cannot be read with * or COLUMNS(…); name the columns")]
+    HiddenByWildcard { table: String },
 }
 
 /// A statement that passed the guard.
@@ -191,10 +201,29 @@ pub fn check(sql: &str, policy: &Policy) -> Result<Checked, GuardError> {
         tables: BTreeSet::new(),
         settings: Vec::new(),
         error: None,
+        references: BTreeSet::new(),
+        counted: BTreeSet::new(),
+        wildcard: false,
     };
     let _ = query.visit(&mut walker);
     if let Some(error) = walker.error {
         return Err(error);
+    }
+    for table in &walker.tables {
+        let Some(hidden) = policy.hidden_columns.get(table) else {
+            continue;
+        };
+        if walker.wildcard {
+            return Err(GuardError::HiddenByWildcard {
+                table: table.clone(),
+            });
+        }
+        if let Some(column) = hidden.iter().find(|c| walker.references.contains(*c)) {
+            return Err(GuardError::HiddenColumn {
+                table: table.clone(),
+                column: column.clone(),
+            });
+        }
     }
     Ok(Checked {
         placeholders,
@@ -228,6 +257,61 @@ struct Walker<'a> {
     tables: BTreeSet<String>,
     settings: Vec<(String, String)>,
     error: Option<GuardError>,
+    /// Column names (lower case) the statement uses other than as a counted argument.
+    references: BTreeSet<String>,
+    /// Identity of identifier expressions that are arguments of a distinct count.
+    counted: BTreeSet<usize>,
+    /// Whether a `*`, `t.*` or `COLUMNS(…)` selects columns (a `count(*)` does not).
+    wildcard: bool,
+}
+
+/// Aggregates whose result reveals no value of their arguments, only how many there are: all
+/// their arguments (plain columns) count.
+const COUNTING: &[&str] = &[
+    "count",
+    "uniq",
+    "uniqexact",
+    "uniqcombined",
+    "uniqcombined64",
+    "uniqhll12",
+    "uniqtheta",
+];
+
+/// The `If` forms of [`COUNTING`]: only the first argument counts (the condition is a use).
+const COUNTING_IF: &[&str] = &[
+    "uniqif",
+    "uniqexactif",
+    "uniqcombinedif",
+    "uniqcombined64if",
+    "uniqhll12if",
+];
+
+/// Identity of an expression node (its address).
+fn expr_id(expr: &Expr) -> usize {
+    std::ptr::from_ref(expr) as usize
+}
+
+/// The `ON`/`USING` part of a join, if it has one.
+fn join_constraint(operator: &JoinOperator) -> Option<&JoinConstraint> {
+    match operator {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c)
+        | JoinOperator::StraightJoin(c)
+        | JoinOperator::AsOf { constraint: c, .. } => Some(c),
+        _ => None,
+    }
 }
 
 impl Walker<'_> {
@@ -351,6 +435,9 @@ impl Visitor for Walker<'_> {
                 if args.is_some() && is_denied_function(&function) {
                     return self.fail(GuardError::Function(function));
                 }
+                if let Some(last) = name_parts(name).and_then(|p| p.last().cloned()) {
+                    self.references.insert(last.to_ascii_lowercase());
+                }
                 self.skip_relations.push(name.clone());
                 return ControlFlow::Continue(());
             }
@@ -380,6 +467,26 @@ impl Visitor for Walker<'_> {
     }
 
     fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<()> {
+        if select.projection.iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        }) {
+            self.wildcard = true;
+        }
+        // `USING (c)` names columns without expressions.
+        for from in &select.from {
+            for join in &from.joins {
+                if let Some(JoinConstraint::Using(names)) = join_constraint(&join.join_operator) {
+                    for name in names {
+                        if let Some(last) = name_parts(name).and_then(|p| p.last().cloned()) {
+                            self.references.insert(last.to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+        }
         // `ARRAY JOIN column AS x` parses as a join with a table factor named after the column.
         for from in &select.from {
             for join in &from.joins {
@@ -418,6 +525,50 @@ impl Visitor for Walker<'_> {
                 if is_denied_function(&name) {
                     return self.fail(GuardError::Function(name));
                 }
+                if name == "columns" {
+                    self.wildcard = true;
+                }
+                if let FunctionArguments::List(list) = &function.args {
+                    let counting = COUNTING.contains(&name.as_str());
+                    let counting_first = COUNTING_IF.contains(&name.as_str());
+                    for (i, arg) in list.args.iter().enumerate() {
+                        let arg = match arg {
+                            FunctionArg::Unnamed(a) => a,
+                            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => {
+                                arg
+                            }
+                        };
+                        match arg {
+                            FunctionArgExpr::Expr(
+                                e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_)),
+                            ) if counting || (counting_first && i == 0) => {
+                                self.counted.insert(expr_id(e));
+                            }
+                            FunctionArgExpr::Expr(_) => {}
+                            // `count(*)` counts rows; a `*` anywhere else expands to columns.
+                            _ if name == "count" => {}
+                            _ => self.wildcard = true,
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            Expr::Identifier(ident) => {
+                if !self.counted.contains(&expr_id(expr)) {
+                    self.references.insert(ident.value.to_ascii_lowercase());
+                }
+                ControlFlow::Continue(())
+            }
+            Expr::CompoundIdentifier(parts) => {
+                if !self.counted.contains(&expr_id(expr)) {
+                    if let Some(last) = parts.last() {
+                        self.references.insert(last.value.to_ascii_lowercase());
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => {
+                self.wildcard = true;
                 ControlFlow::Continue(())
             }
             // ClickHouse reads `x IN name` as membership in the table `name`.
@@ -555,6 +706,56 @@ mod tests {
             checked.tables,
             BTreeSet::from(["analytics.events".to_string()])
         );
+    }
+
+    #[test]
+    fn hidden_columns_may_only_be_counted() {
+        let mut policy = policy();
+        policy.hidden_columns = BTreeMap::from([(
+            "analytics.events".to_string(),
+            BTreeSet::from(["actor_id".to_string(), "ip".to_string()]),
+        )]);
+        let check = |sql: &str| check(sql, &policy);
+        for sql in [
+            "SELECT uniq(actor_id), uniqExact(e.actor_id), count(DISTINCT actor_id), count(*) FROM events AS e",
+            "SELECT event, uniqIf(actor_id, is_bot = 0) FROM events GROUP BY event",
+            // Other tables are not restricted.
+            "SELECT actor_id FROM user_first_seen",
+            "SELECT * FROM dau_daily",
+        ] {
+            assert!(check(sql).is_ok(), "{sql}: {:?}", check(sql));
+        }
+        for sql in [
+            "SELECT actor_id FROM events",
+            "SELECT e.ip AS x FROM events AS e",
+            "SELECT count() FROM events WHERE actor_id = 'u1'",
+            "SELECT count() FROM events GROUP BY actor_id",
+            "SELECT count() FROM events ORDER BY ip",
+            "SELECT any(actor_id) FROM events",
+            "SELECT uniqIf(event, actor_id = 'u1') FROM events",
+            "SELECT count() FROM events AS a JOIN events AS b USING (actor_id)",
+            "SELECT x FROM events ARRAY JOIN actor_id AS x",
+            "SELECT t FROM (SELECT ip AS t FROM events)",
+        ] {
+            assert!(
+                matches!(check(sql), Err(GuardError::HiddenColumn { .. })),
+                "{sql}: {:?}",
+                check(sql)
+            );
+        }
+        for sql in [
+            "SELECT * FROM events",
+            "SELECT e.* FROM events AS e",
+            "SELECT COLUMNS('id') FROM events",
+            "SELECT count() FROM (SELECT * FROM events)",
+            "SELECT tuple(*) FROM events",
+        ] {
+            assert!(
+                matches!(check(sql), Err(GuardError::HiddenByWildcard { .. })),
+                "{sql}: {:?}",
+                check(sql)
+            );
+        }
     }
 
     #[test]

@@ -467,6 +467,8 @@ templates = ["dau", "no_such_*", "funnel@v9"]
 bi_tables = ["events", "secrets"]
 [roles.analyst.row_filters]
 events = "tenant = {claim.tenant_id}"
+[roles.analyst.bi_hidden_columns]
+events = ["user_id", "secret_column"]
 [roles.support]
 ingest_events = ["purchase"]
 "#,
@@ -491,6 +493,7 @@ ingest_events = ["purchase"]
         r#"roles.analyst: table "secrets" does not exist"#,
         r#"roles.analyst.row_filters.events: events has no column "tenant""#,
         "roles.support.ingest_events: set, but the role may not ingest",
+        r#"roles.analyst.bi_hidden_columns.events: events has no column "secret_column""#,
     ] {
         assert!(text.contains(expected), "{expected:?} in:\n{text}");
     }

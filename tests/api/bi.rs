@@ -340,12 +340,12 @@ async fn row_filters_hold_against_subqueries_aliases_unions_functions_and_overri
     let attempts = [
         "SELECT count() FROM events".to_string(),
         format!("SELECT count() FROM {db}.events"),
-        "SELECT count() FROM (SELECT * FROM events) AS e".to_string(),
+        "SELECT count() FROM (SELECT event_id FROM events) AS e".to_string(),
         "SELECT count() FROM events AS dev2 WHERE developer_id = 'dev-2' OR 1".to_string(),
         "SELECT count() FROM (SELECT 1 FROM events UNION ALL SELECT 1 FROM events WHERE developer_id = 'dev-2')".to_string(),
-        "WITH e AS (SELECT * FROM events) SELECT count() FROM e".to_string(),
-        "WITH events AS (SELECT * FROM events) SELECT count() FROM events".to_string(),
-        "WITH a AS (SELECT * FROM events), events AS (SELECT * FROM a) SELECT count() FROM events".to_string(),
+        "WITH e AS (SELECT event_id FROM events) SELECT count() FROM e".to_string(),
+        "WITH events AS (SELECT event_id FROM events) SELECT count() FROM events".to_string(),
+        "WITH a AS (SELECT event_id FROM events), events AS (SELECT event_id FROM a) SELECT count() FROM events".to_string(),
         "SELECT count() FROM events AS a JOIN events AS b ON a.event_id = b.event_id".to_string(),
         "SELECT count() FROM events WHERE developer_id IN (SELECT developer_id FROM events)".to_string(),
     ];
@@ -379,6 +379,35 @@ async fn row_filters_hold_against_subqueries_aliases_unions_functions_and_overri
     )
     .await;
     let missing_claim = bi(&app, &no_claim, &[], "SELECT count() FROM events").await;
+    // The developer role's hidden columns: counted only, never shown, filtered or expanded.
+    let counted = bi(
+        &app,
+        &key,
+        &[],
+        "SELECT uniq(actor_id), count(DISTINCT user_id), count(*) FROM events",
+    )
+    .await;
+    let mut hidden = Vec::new();
+    for sql in [
+        "SELECT actor_id FROM events",
+        "SELECT count() FROM events WHERE user_id = 'dev-2-fan-1'",
+        "SELECT * FROM events",
+        "SELECT COLUMNS('.*id') FROM events",
+        "SELECT uniqIf(actor_id, actor_id LIKE 'dev-1%') FROM events",
+        "SELECT count() FROM events AS a JOIN events AS b USING (actor_id)",
+        "SELECT e.ip FROM (SELECT event_id, ip FROM events) AS e",
+    ] {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let answer = bi(&app, &key, &[], sql).await;
+        hidden.push((sql, answer.code(), answer.text()));
+    }
+    let listed_columns = bi(
+        &app,
+        &key,
+        &[],
+        "SELECT name FROM system.columns WHERE table = 'events' AND name IN ('actor_id', 'user_id', 'event', 'developer_id') ORDER BY name",
+    )
+    .await;
     let marketer = app.create_key("marketer").await;
     let mut shadowed = Vec::new();
     for sql in [
@@ -404,6 +433,12 @@ async fn row_filters_hold_against_subqueries_aliases_unions_functions_and_overri
     );
     assert_eq!(table_function.code(), 497);
     assert_eq!((missing_claim.status, missing_claim.code()), (403, 497));
+    assert_eq!(counted.text(), "3\t3\t3\n", "{}", counted.text());
+    for (sql, code, text) in hidden {
+        assert_eq!(code, 497, "{sql}: {text}");
+        assert!(text.contains("hidden"), "{sql}: {text}");
+    }
+    assert_eq!(listed_columns.text(), "developer_id\nevent\n");
     for (sql, analyzer, code, text) in shadowed {
         assert_eq!(
             code, 497,
