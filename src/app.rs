@@ -18,9 +18,21 @@ use crate::storage::clickhouse::ClickHouse;
 use crate::storage::postgres::Postgres;
 use crate::storage::redis::Redis;
 
-/// Everything a handler needs; every field is a cheap handle.
+/// Everything a handler needs, shared: axum clones the state for every handler and middleware of
+/// every request, so a clone is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct SharedState {
     /// Settings the application was built with.
     pub settings: Arc<Settings>,
     /// The analytics database.
@@ -81,7 +93,7 @@ impl AppState {
             .connect_timeout(std::time::Duration::from_secs(5))
             .user_agent(concat!("chgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let state = Self {
+        let state = SharedState {
             scheduler: crate::schedule::Scheduler::new(postgres.pool().clone()),
             outbound,
             upstream,
@@ -96,7 +108,7 @@ impl AppState {
             access,
             settings: Arc::new(settings),
         };
-        Ok((state, workers))
+        Ok((Self(Arc::new(state)), workers))
     }
 }
 

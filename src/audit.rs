@@ -359,31 +359,35 @@ async fn run(
     }
 }
 
-/// Writes records at once (for the command line, which has no running writer).
+/// Writes records at once (for the command line, which has no running writer). One statement
+/// with one array per column, whatever the number of records: Postgres plans it once.
 pub async fn write(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
-    let mut builder = sqlx::QueryBuilder::new(
-        "INSERT INTO audit_log (at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, sql_text, outcome, status, rows, bytes, duration_ms, reason) ",
-    );
-    builder.push_values(batch, |mut row, r| {
-        row.push_bind(r.at)
-            .push_bind(&r.request_id)
-            .push_bind(&r.principal)
-            .push_bind(&r.role)
-            .push_bind(r.key_id)
-            .push_bind(&r.ip)
-            .push_bind(&r.user_agent)
-            .push_bind(&r.action)
-            .push_bind(&r.resource)
-            .push_bind(&r.params)
-            .push_bind(&r.sql_hash)
-            .push_bind(&r.sql_text)
-            .push_bind(&r.outcome)
-            .push_bind(r.status)
-            .push_bind(r.rows)
-            .push_bind(r.bytes)
-            .push_bind(r.duration_ms)
-            .push_bind(&r.reason);
-    });
-    builder.build().execute(pool).await?;
+    fn column<T>(batch: &[AuditRecord], f: impl Fn(&AuditRecord) -> T) -> Vec<T> {
+        batch.iter().map(f).collect()
+    }
+    sqlx::query(
+        "INSERT INTO audit_log (at, request_id, principal, role, key_id, ip, user_agent, action, resource, params, sql_hash, sql_text, outcome, status, rows, bytes, duration_ms, reason)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[], $14::int4[], $15::int8[], $16::int8[], $17::float8[], $18::text[])",
+    )
+    .bind(column(batch, |r| r.at))
+    .bind(column(batch, |r| r.request_id.clone()))
+    .bind(column(batch, |r| r.principal.clone()))
+    .bind(column(batch, |r| r.role.clone()))
+    .bind(column(batch, |r| r.key_id))
+    .bind(column(batch, |r| r.ip.clone()))
+    .bind(column(batch, |r| r.user_agent.clone()))
+    .bind(column(batch, |r| r.action.clone()))
+    .bind(column(batch, |r| r.resource.clone()))
+    .bind(column(batch, |r| r.params.clone()))
+    .bind(column(batch, |r| r.sql_hash.clone()))
+    .bind(column(batch, |r| r.sql_text.clone()))
+    .bind(column(batch, |r| r.outcome.clone()))
+    .bind(column(batch, |r| r.status))
+    .bind(column(batch, |r| r.rows))
+    .bind(column(batch, |r| r.bytes))
+    .bind(column(batch, |r| r.duration_ms))
+    .bind(column(batch, |r| r.reason.clone()))
+    .execute(pool)
+    .await?;
     Ok(())
 }

@@ -66,6 +66,9 @@ pub struct Catalog {
     /// Statements that passed the guard, by template and text: a template renders to one of a few texts
     /// (values are bound, not rendered), so each is parsed once, not on every call.
     guarded: moka::sync::Cache<String, Arc<guard::Checked>>,
+    /// Rendered statements by template and parameter values: the same call renders the same text,
+    /// and repeated calls (dashboards, cache hits) skip the template engine.
+    rendered: moka::sync::Cache<String, Arc<Rendered>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -145,6 +148,7 @@ impl Catalog {
         }
         let catalog = Self {
             guarded: moka::sync::Cache::new(10_000),
+            rendered: moka::sync::Cache::new(10_000),
             templates,
             env,
             dir: dir.to_path_buf(),
@@ -263,6 +267,14 @@ impl Catalog {
                 }
             }
         }
+        let call = format!(
+            "{}\n{}",
+            template.file.key(),
+            serde_json::to_string(&values).unwrap_or_default()
+        );
+        if let Some(rendered) = self.rendered.get(&call) {
+            return Ok(Rendered::clone(&rendered));
+        }
         let sql = self
             .env
             .get_template(&template.file.key())
@@ -301,12 +313,14 @@ impl Catalog {
             };
             bindings.push((placeholder.name.clone(), value.clone()));
         }
-        Ok(Rendered {
+        let rendered = Rendered {
             sql,
             bindings,
             values,
             tables: checked.tables.clone(),
-        })
+        };
+        self.rendered.insert(call, Arc::new(rendered.clone()));
+        Ok(rendered)
     }
 
     /// Renders the template's examples and a call with defaults only, guarding each result and
