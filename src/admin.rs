@@ -2,10 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -36,14 +34,11 @@ fn require_admin(
 }
 
 /// Where an admin request came from.
-pub struct Caller {
-    headers: HeaderMap,
-    peer: SocketAddr,
-}
+pub struct Caller(crate::audit::Origin);
 
 impl Caller {
     fn record(&self, action: &str, resource: &str, principal: &Principal) -> AuditRecord {
-        AuditRecord::for_request(action, resource, principal, &self.headers, self.peer)
+        AuditRecord::new(action, resource, Some(principal), &self.0)
     }
 }
 
@@ -54,15 +49,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok(Self {
-            headers: parts.headers.clone(),
-            peer,
-        })
+        Ok(Self(crate::audit::Origin::from_parts(parts)))
     }
 }
 

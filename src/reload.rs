@@ -1,20 +1,20 @@
 //! Hot reload of files that are versioned with the code (the template catalog, the access
 //! policy): a poll for changes plus SIGHUP, which reloads at once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-/// Calls `reload` whenever `fingerprint` changes (checked every `every`) and on every SIGHUP,
-/// until `stop` is cancelled. `reload` keeps the previous state when the new files are broken.
-pub fn watch<F, R>(every: Duration, stop: CancellationToken, fingerprint: F, reload: R)
+/// Calls `reload` whenever a file at or under `path` changes (checked every `every`) and on every
+/// SIGHUP, until `stop` is cancelled. `reload` keeps the previous state when the new files are
+/// broken.
+pub fn watch<R>(every: Duration, stop: CancellationToken, path: PathBuf, reload: R)
 where
-    F: Fn() -> Vec<(std::path::PathBuf, u64, Option<SystemTime>)> + Send + 'static,
     R: Fn() + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut last = fingerprint();
+        let mut last = fingerprint(&path);
         #[cfg(unix)]
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -35,7 +35,7 @@ where
                 _ = tokio::time::sleep(every) => false,
                 _ = signal => true,
             };
-            let now = fingerprint();
+            let now = fingerprint(&path);
             if forced || now != last {
                 last = now;
                 reload();
@@ -45,7 +45,7 @@ where
 }
 
 /// Names, sizes and modification times of `path` (a file) or of every file under it.
-pub fn fingerprint(path: &Path) -> Vec<(std::path::PathBuf, u64, Option<SystemTime>)> {
+fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {

@@ -266,6 +266,21 @@ mod tests {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `genpkey` options of an RSA and a P-256 key.
+    const RSA: [&str; 4] = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    const P256: [&str; 4] = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+    /// Writes `<name>.pem` (private) and `<name>.pub.pem` (public) into `dir`.
+    fn generate(dir: &Path, name: &str, key: [&str; 4]) {
+        let private = format!("{name}.pem");
+        let mut args = vec!["genpkey"];
+        args.extend(key);
+        args.extend(["-out", &private]);
+        openssl(dir, &args);
+        let public = format!("{name}.pub.pem");
+        openssl(dir, &["pkey", "-in", &private, "-pubout", "-out", &public]);
+    }
+
     fn claims() -> Value {
         serde_json::json!({"sub": "svc", "role": "analyst", "exp": chrono::Utc::now().timestamp() + 600})
     }
@@ -284,56 +299,8 @@ mod tests {
     fn rs256_and_es256_tokens_verify_with_pem_keys_and_a_jwks_file() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for (name, args) in [
-            (
-                "rsa",
-                vec![
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    "rsa.pem",
-                ],
-            ),
-            (
-                "rsa2",
-                vec![
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    "rsa2.pem",
-                ],
-            ),
-            (
-                "ec",
-                vec![
-                    "genpkey",
-                    "-algorithm",
-                    "EC",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-out",
-                    "ec.pem",
-                ],
-            ),
-        ] {
-            openssl(d, &args);
-            openssl(
-                d,
-                &[
-                    "pkey",
-                    "-in",
-                    &format!("{name}.pem"),
-                    "-pubout",
-                    "-out",
-                    &format!("{name}.pub.pem"),
-                ],
-            );
+        for (name, key) in [("rsa", RSA), ("rsa2", RSA), ("ec", P256)] {
+            generate(d, name, key);
         }
         // A JWKS with the second RSA key (modulus from openssl, exponent 65537).
         let modulus = openssl(
@@ -362,18 +329,7 @@ mod tests {
         let from_jwks = verifier.verify(&sign(Algorithm::RS256, None, &read("rsa2.pem")));
         let with_kid = verifier.verify(&sign(Algorithm::RS256, Some("k2"), &read("rsa2.pem")));
         let unknown_signer = {
-            openssl(
-                d,
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    "other.pem",
-                ],
-            );
+            generate(d, "other", RSA);
             verifier.verify(&sign(Algorithm::RS256, None, &read("other.pem")))
         };
 

@@ -105,16 +105,10 @@ impl Access {
 
     /// Reloads on SIGHUP and when the file changes (polled every `every`).
     pub fn watch(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
-        let path = self.path.clone();
         let access = self.clone();
-        crate::reload::watch(
-            every,
-            stop,
-            move || crate::reload::fingerprint(&path),
-            move || {
-                let _ = access.reload();
-            },
-        );
+        crate::reload::watch(every, stop, self.path.to_path_buf(), move || {
+            let _ = access.reload();
+        });
     }
 }
 
@@ -170,7 +164,7 @@ pub fn row_filters(
         let table = qualified
             .strip_prefix(&format!("{database}."))
             .unwrap_or(qualified);
-        if role.filter(table).is_none() {
+        if !role.row_filters.contains_key(table) {
             return Err(ApiError::forbidden(
                 "table_not_allowed",
                 format!("role {:?} has row filters and may read only the tables they cover; {qualified} has none", principal.role),

@@ -463,14 +463,9 @@ impl CatalogHandle {
 
     /// Reloads on SIGHUP and when a file under the directory changes (polled every `every`).
     pub fn watch(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
-        let (seen, handle) = (self.clone(), self.clone());
-        crate::reload::watch(
-            every,
-            stop,
-            move || crate::reload::fingerprint(&seen.get().dir),
-            move || {
-                let _ = handle.reload();
-            },
-        );
+        let handle = self.clone();
+        crate::reload::watch(every, stop, self.get().dir.clone(), move || {
+            let _ = handle.reload();
+        });
     }
 }

@@ -10,8 +10,11 @@ use serde_json::Value;
 
 use super::params::{ParamSpec, ParamType};
 
-/// Parameter names with a meaning of their own in requests.
-pub const RESERVED_PARAMS: &[&str] = &["format", "_chgate_pii_salt"];
+/// Name of the bound salt with which results of roles without `pii` are pseudonymized.
+pub const PII_SALT_PARAM: &str = "_chgate_pii_salt";
+
+/// Parameter names with a meaning of their own in requests (or bound by the gateway).
+pub const RESERVED_PARAMS: &[&str] = &["format", PII_SALT_PARAM];
 
 /// A problem in a template file, located by line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -109,8 +109,7 @@ impl<'a> Attribution<'a> {
     }
 }
 
-/// Name of the bound salt of [`masked_sql`] (reserved: no template parameter may have it).
-const PII_SALT_PARAM: &str = "_chgate_pii_salt";
+use crate::catalog::template::PII_SALT_PARAM;
 
 /// `sql` with each of `columns` of its result replaced by a pseudonym: the first 16 hex digits of
 /// SHA-256 over the salt and the value (empty stays empty).
