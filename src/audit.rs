@@ -19,6 +19,8 @@ use crate::auth::Principal;
 const MAX_TEXT: usize = 2000;
 /// Records waiting for the writer; beyond it new ones are dropped (and counted).
 const QUEUE: usize = 10_000;
+/// Most records written by one statement.
+const MAX_BATCH: usize = 2000;
 
 /// One audited action.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
@@ -193,33 +195,62 @@ impl Drop for Pending {
 }
 
 /// `response` with its body counted into the pending record, which is written when the body has
-/// been sent (or dropped). A JSON template result also gives its row count.
+/// been sent (or dropped). A JSON template result also gives its row count. The body keeps its
+/// size, so a result held in memory is still sent with a Content-Length in one write.
 pub fn count_body(
     response: axum::response::Response,
     mut pending: Pending,
 ) -> axum::response::Response {
-    use futures_util::StreamExt as _;
     let (parts, body) = response.into_parts();
     if let Some(rows) = parts.extensions.get::<ResultRows>() {
         pending.record().rows = Some(rows.0);
     }
     let lines = parts.extensions.get::<RowLines>().cloned();
     pending.record().bytes = Some(0);
-    let stream = futures_util::stream::unfold(
-        (body.into_data_stream(), pending, lines),
-        |(mut body, mut pending, mut lines)| async move {
-            let chunk = body.next().await?;
-            if let Ok(bytes) = &chunk {
-                let record = pending.record();
-                record.bytes = Some(record.bytes.unwrap_or(0) + bytes.len() as i64);
-                if let Some(lines) = lines.as_mut() {
-                    record.rows = Some(lines.count(bytes));
+    let counted = CountedBody {
+        inner: body,
+        pending,
+        lines,
+    };
+    axum::response::Response::from_parts(parts, axum::body::Body::new(counted))
+}
+
+/// A response body that adds the bytes (and rows) it yields to its audit record.
+struct CountedBody {
+    inner: axum::body::Body,
+    pending: Pending,
+    lines: Option<RowLines>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let record = this.pending.record();
+                record.bytes = Some(record.bytes.unwrap_or(0) + data.len() as i64);
+                if let Some(lines) = this.lines.as_mut() {
+                    record.rows = Some(lines.count(data));
                 }
             }
-            Some((chunk, (body, pending, lines)))
-        },
-    );
-    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(stream))
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Rows of a result, attached to a response for its audit record.
@@ -330,7 +361,7 @@ async fn run(
             _ = stop.cancelled() => break,
         };
         let mut batch = vec![first];
-        while batch.len() < 500 {
+        while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
@@ -338,7 +369,7 @@ async fn run(
         }
         let mut delay = Duration::from_millis(200);
         for attempt in 0..5 {
-            match write(&pool, &batch).await {
+            match write_relaxed(&pool, &batch).await {
                 Ok(()) => {
                     metrics::counter!("chgate_audit_records_total").increment(batch.len() as u64);
                     break;
@@ -359,9 +390,25 @@ async fn run(
     }
 }
 
-/// Writes records at once (for the command line, which has no running writer). One statement
-/// with one array per column, whatever the number of records: Postgres plans it once.
-pub async fn write(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
+/// Writes a batch of the running writer without waiting for Postgres to flush its log to disk
+/// (`synchronous_commit = off`, for this transaction only): a Postgres crash may then lose the
+/// last fraction of a second of records, as a gateway crash loses the records still queued. One
+/// fsync per batch would cost more CPU than the rest of the write at thousands of calls a second.
+async fn write_relaxed(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    write(&mut *tx, batch).await?;
+    tx.commit().await
+}
+
+/// Writes records at once (the command line, which has no running writer, calls it directly).
+/// One statement with one array per column, whatever the number of records: Postgres plans it once.
+pub async fn write<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    batch: &[AuditRecord],
+) -> Result<(), sqlx::Error> {
     fn column<T>(batch: &[AuditRecord], f: impl Fn(&AuditRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
     }
@@ -387,7 +434,7 @@ pub async fn write(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Err
     .bind(column(batch, |r| r.bytes))
     .bind(column(batch, |r| r.duration_ms))
     .bind(column(batch, |r| r.reason.clone()))
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

@@ -632,7 +632,9 @@ pub fn render_queries(timings: &[TemplateTiming], iterations: usize) -> String {
     out
 }
 
-/// `chgate bench queries --cached`: many clients on one cached template call.
+/// `chgate bench queries --cached`: `concurrency` clients, each on its own keep-alive HTTP/1.1
+/// connection (as wrk and similar tools do, so the load generator, which shares the machine's
+/// cores with the gateway, spends little per call), calling `path` until `requests` are done.
 pub async fn cached(
     url: &str,
     key: &str,
@@ -640,52 +642,57 @@ pub async fn cached(
     concurrency: usize,
     requests: usize,
 ) -> anyhow::Result<Phase> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency * 2)
-        .tcp_nodelay(true)
-        .build()?;
-    let target = format!("{}{}", url.trim_end_matches('/'), path);
-    // Warm the cache (and the connections).
+    let base: hyper::Uri = url.parse().context("--url")?;
+    let authority = base
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("--url {url:?} names no host"))?
+        .clone();
+    let target: hyper::Uri = format!("{}{}", base.path().trim_end_matches('/'), path)
+        .parse()
+        .context("--path")?;
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(hyper::header::HOST, authority.as_str().parse()?);
+    headers.insert(
+        hyper::header::AUTHORIZATION,
+        format!("Bearer {key}").parse()?,
+    );
+    let call = CachedCall {
+        authority: authority.to_string(),
+        target,
+        headers,
+    };
+    // Warm the cache.
+    let mut warm = call.connect().await?;
     for _ in 0..2 {
-        let response = client.get(&target).bearer_auth(key).send().await?;
-        if !response.status().is_success() {
-            bail!(
-                "{target}: HTTP {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
+        call.send(&mut warm).await?;
     }
+    let mut connections = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        connections.push(call.connect().await?);
+    }
+    let call = Arc::new(call);
     let next = Arc::new(AtomicUsize::new(0));
-    // One request built up front and copied for every call: the load generator shares the
-    // machine's cores with the gateway, so it should spend as little as it can per call.
-    let request = client.get(&target).bearer_auth(key).build()?;
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next) = (client.clone(), next.clone());
-        let request = request
-            .try_clone()
-            .ok_or_else(|| anyhow::anyhow!("a GET request can be copied"))?;
+    for mut connection in connections {
+        let (call, next) = (call.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut failed = 0;
-            let mut misses = 0;
+            let (mut failed, mut misses) = (0, 0);
             while next.fetch_add(1, Ordering::Relaxed) < requests {
-                let Some(call) = request.try_clone() else {
-                    failed += 1;
-                    continue;
-                };
                 let sent = Instant::now();
-                match client.execute(call).await {
-                    Ok(r) if r.status().is_success() => {
-                        if r.headers().get("x-cache").is_some_and(|v| v != "HIT") {
-                            misses += 1;
-                        }
-                        let _ = r.bytes().await;
+                match call.send(&mut connection).await {
+                    Ok(hit) => {
+                        misses += usize::from(!hit);
                         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                     }
-                    _ => failed += 1,
+                    Err(_) => {
+                        failed += 1;
+                        match call.connect().await {
+                            Ok(fresh) => connection = fresh,
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             (latencies, failed, misses)
@@ -703,6 +710,48 @@ pub async fn cached(
     }
     let ok = latencies.len();
     Ok(Phase::from(&mut latencies, ok, failed, started.elapsed()))
+}
+
+/// The one call of the cached benchmark.
+struct CachedCall {
+    authority: String,
+    target: hyper::Uri,
+    headers: hyper::HeaderMap,
+}
+
+type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>;
+
+impl CachedCall {
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.authority))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// Sends the call and reads the whole answer; whether it was a cache hit.
+    async fn send(&self, connection: &mut Connection) -> anyhow::Result<bool> {
+        use http_body_util::BodyExt as _;
+        let mut request = hyper::Request::new(http_body_util::Empty::new());
+        *request.uri_mut() = self.target.clone();
+        *request.headers_mut() = self.headers.clone();
+        connection.ready().await?;
+        let response = connection.send_request(request).await?;
+        let status = response.status();
+        let hit = response
+            .headers()
+            .get("x-cache")
+            .is_some_and(|v| v == "HIT");
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(hit)
+    }
 }
 
 /// `chgate bench bi`: one large Native result streamed through the BI endpoint and directly from

@@ -31,7 +31,11 @@ async fn call(app: &TestApp, key: &str, path: &str, no_cache: bool) -> (String, 
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
     let cache = response.headers()["x-cache"].to_str().unwrap().to_string();
-    (cache, response.json().await.unwrap())
+    // A JSON result is held whole (cached or not), so it goes out with its length, not chunked.
+    let length = response.content_length().expect("a Content-Length");
+    let body = response.bytes().await.unwrap();
+    assert_eq!(length, body.len() as u64);
+    (cache, serde_json::from_slice(&body).unwrap())
 }
 
 #[tokio::test]
