@@ -30,6 +30,8 @@ const RECORD_HEADER: usize = 8;
 const ROW_OVERHEAD: usize = 128;
 /// Most appends acknowledged by one fsync.
 const MAX_GROUP: usize = 4096;
+/// How long a commit waits for more appends when the previous one acknowledged several.
+const COMMIT_DELAY: Duration = Duration::from_micros(1000);
 
 /// One accepted batch, as logged and as replayed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -292,14 +294,21 @@ impl Inner {
 
     /// The group-commit loop, on its own thread: blocking file I/O stays off the async runtime.
     fn run(&self, mut rx: mpsc::Receiver<AppendRequest>) {
+        let mut busy = false;
         while let Some(first) = rx.blocking_recv() {
             let mut group = vec![first];
+            if busy {
+                // Appends arrive together under load: wait a moment for more of them, so one fsync
+                // acknowledges more (Postgres' commit_delay). Alone, an append never waits.
+                std::thread::sleep(COMMIT_DELAY);
+            }
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
                     Ok(request) => group.push(request),
                     Err(_) => break,
                 }
             }
+            busy = group.len() > 1;
             let started = Instant::now();
             let results = self.write_group(&group);
             metrics::histogram!("chgate_ingest_wal_commit_seconds", "wal" => self.label)
