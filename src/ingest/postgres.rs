@@ -309,7 +309,13 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
             signed_up_at = COALESCE(LEAST(users.signed_up_at, EXCLUDED.signed_up_at), users.signed_up_at, EXCLUDED.signed_up_at),
             country = CASE WHEN EXCLUDED.country <> '' THEN EXCLUDED.country ELSE users.country END,
             platform = CASE WHEN EXCLUDED.platform <> '' THEN EXCLUDED.platform ELSE users.platform END,
-            updated_at = now()",
+            updated_at = now()
+         -- Most events of known users change nothing: no new row version then.
+         WHERE EXCLUDED.first_seen_at < users.first_seen_at
+            OR EXCLUDED.signed_up_at < users.signed_up_at
+            OR (users.signed_up_at IS NULL AND EXCLUDED.signed_up_at IS NOT NULL)
+            OR (EXCLUDED.country <> '' AND EXCLUDED.country <> users.country)
+            OR (EXCLUDED.platform <> '' AND EXCLUDED.platform <> users.platform)",
     )
     .bind(users.keys().copied().collect::<Vec<_>>())
     .bind(users.values().map(|u| time(u.first_seen)).collect::<Vec<_>>())
@@ -327,7 +333,10 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
                 developer_id = CASE WHEN EXCLUDED.developer_id <> '' THEN EXCLUDED.developer_id ELSE products.developer_id END,
                 name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE products.name END,
                 first_seen_at = LEAST(products.first_seen_at, EXCLUDED.first_seen_at),
-                updated_at = now()",
+                updated_at = now()
+             WHERE EXCLUDED.first_seen_at < products.first_seen_at
+                OR (EXCLUDED.developer_id <> '' AND EXCLUDED.developer_id <> products.developer_id)
+                OR (EXCLUDED.name <> '' AND EXCLUDED.name <> products.name)",
         )
         .bind(products.keys().copied().collect::<Vec<_>>())
         .bind(products.values().map(|p| p.developer).collect::<Vec<_>>())

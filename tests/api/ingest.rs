@@ -546,6 +546,52 @@ async fn one_batch_with_a_signup_and_several_orders_of_one_user_is_mirrored_in_o
 }
 
 #[tokio::test]
+async fn a_known_users_mirrored_row_changes_only_when_an_event_brings_something_new() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("ingest").await;
+    let pool = app.postgres().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // Each purchase is mirrored in its own transaction; a row's xmin names the transaction that
+    // wrote its current version.
+    let (app, key, pool) = (&app, &key, &pool);
+    let purchase = |n: i64, platform: &'static str, at: i64| async move {
+        let event = json!({"event": "purchase", "user_id": "regular", "platform": platform, "timestamp": at,
+                           "properties": {"amount": n, "item_id": "game-1", "item_name": "Game"}});
+        let response = app.post_json("/v1/events?wait=true", key, &event).await;
+        assert_eq!(response.status(), 200);
+        for _ in 0..50 {
+            let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if orders == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sqlx::query_as::<_, (String, String, i64, String)>(
+            "SELECT u.xmin::text, u.platform, (extract(epoch FROM u.first_seen_at) * 1000)::int8, p.xmin::text
+             FROM users u, products p WHERE u.user_id = 'regular' AND p.item_id = 'game-1'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+
+    let first = purchase(1, "web", now - 5000).await;
+    let same = purchase(2, "web", now - 4000).await;
+    let moved = purchase(3, "ios", now - 3000).await;
+    let earlier = purchase(4, "ios", now - 60_000).await;
+
+    assert_eq!((first.1.as_str(), first.2), ("web", now - 5000));
+    assert_eq!(same, first, "nothing new: neither the user nor the product is rewritten");
+    assert_ne!(moved.0, same.0, "a new platform rewrites the user");
+    assert_eq!((moved.1.as_str(), moved.2), ("ios", now - 5000));
+    assert_eq!(moved.3, first.3, "the product did not change");
+    assert_eq!(earlier.2, now - 60_000, "an earlier event moves first_seen_at back");
+}
+
+#[tokio::test]
 async fn the_row_type_matches_the_insert_table_and_the_insert_table_matches_events() {
     // The writer inserts without per-row validation; this keeps the struct and the schema in step.
     let app = TestApp::spawn().await;
