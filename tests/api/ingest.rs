@@ -584,11 +584,18 @@ async fn a_known_users_mirrored_row_changes_only_when_an_event_brings_something_
     let earlier = purchase(4, "ios", now - 60_000).await;
 
     assert_eq!((first.1.as_str(), first.2), ("web", now - 5000));
-    assert_eq!(same, first, "nothing new: neither the user nor the product is rewritten");
+    assert_eq!(
+        same, first,
+        "nothing new: neither the user nor the product is rewritten"
+    );
     assert_ne!(moved.0, same.0, "a new platform rewrites the user");
     assert_eq!((moved.1.as_str(), moved.2), ("ios", now - 5000));
     assert_eq!(moved.3, first.3, "the product did not change");
-    assert_eq!(earlier.2, now - 60_000, "an earlier event moves first_seen_at back");
+    assert_eq!(
+        earlier.2,
+        now - 60_000,
+        "an earlier event moves first_seen_at back"
+    );
 }
 
 #[tokio::test]
