@@ -71,17 +71,22 @@ pub struct CpuUse {
     pub gateway: Option<f64>,
     pub clickhouse: Option<f64>,
     pub load_generator: Option<f64>,
+    /// Postgres processes on this machine (the mirror of business events and its commits), those
+    /// still running at the end; `None` when none runs here.
+    pub postgres: Option<f64>,
     /// Busy CPU time of the whole machine (all cores).
     pub machine: Option<f64>,
     pub wall: Duration,
 }
 
 /// CPU time counters read at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CpuSnapshot {
     gateway: Option<f64>,
     clickhouse: Option<f64>,
     load_generator: Option<f64>,
+    /// CPU seconds of each process named `postgres`, by pid.
+    postgres: std::collections::HashMap<u32, f64>,
     machine: Option<f64>,
     at: Instant,
 }
@@ -92,6 +97,9 @@ impl CpuSnapshot {
             gateway: bench.gateway_pid.and_then(process_cpu_secs),
             clickhouse: bench.clickhouse_pid.and_then(process_cpu_secs),
             load_generator: process_cpu_secs(std::process::id()),
+            postgres: named_processes("postgres")
+                .filter_map(|pid| Some((pid, process_cpu_secs(pid)?)))
+                .collect(),
             machine: machine_busy_secs(),
             at: Instant::now(),
         }
@@ -103,6 +111,13 @@ impl CpuSnapshot {
             gateway: diff(self.gateway, start.gateway),
             clickhouse: diff(self.clickhouse, start.clickhouse),
             load_generator: diff(self.load_generator, start.load_generator),
+            // A process started in between counts from zero.
+            postgres: (!self.postgres.is_empty()).then(|| {
+                self.postgres
+                    .iter()
+                    .map(|(pid, secs)| secs - start.postgres.get(pid).unwrap_or(&0.0))
+                    .sum()
+            }),
             machine: diff(self.machine, start.machine),
             wall: self.at - start.at,
         }
@@ -119,6 +134,17 @@ fn process_cpu_secs(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
     Some((ticks(11)? + ticks(12)?) / TICKS_PER_SEC)
+}
+
+/// Pids of this machine's processes whose command name is `name`.
+fn named_processes(name: &str) -> impl Iterator<Item = u32> + '_ {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
 }
 
 /// Busy CPU seconds of the machine: everything but idle and I/O wait, summed over cores.
@@ -165,10 +191,11 @@ impl Report {
         };
         let c = &self.cpu;
         out.push_str(&format!(
-            "CPU per 100k events (over the throughput phase and ClickHouse's flushes and merges after it, {:.1} s): gateway {}, ClickHouse {}, load generator {}, whole machine {} ({} cores)\n",
+            "CPU per 100k events (over the throughput phase and ClickHouse's flushes and merges after it, {:.1} s): gateway {}, ClickHouse {}, Postgres {}, load generator {}, whole machine {} ({} cores)\n",
             c.wall.as_secs_f64(),
             per_100k(c.gateway),
             per_100k(c.clickhouse),
+            per_100k(c.postgres),
             per_100k(c.load_generator),
             per_100k(c.machine),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
