@@ -392,8 +392,8 @@ async fn run(
 
 /// Writes a batch of the running writer without waiting for Postgres to flush its log to disk
 /// (`synchronous_commit = off`, for this transaction only): a Postgres crash may then lose the
-/// last fraction of a second of records, as a gateway crash loses the records still queued. One
-/// fsync per batch would cost more CPU than the rest of the write at thousands of calls a second.
+/// last fraction of a second of records, as a gateway crash loses the records still queued, so a
+/// disk flush per batch would buy no guarantee the log has, at thousands of calls a second.
 async fn write_relaxed(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL synchronous_commit = off")
