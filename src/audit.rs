@@ -409,7 +409,7 @@ pub async fn write<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     batch: &[AuditRecord],
 ) -> Result<(), sqlx::Error> {
-    fn column<T>(batch: &[AuditRecord], f: impl Fn(&AuditRecord) -> T) -> Vec<T> {
+    fn column<'a, T>(batch: &'a [AuditRecord], f: impl Fn(&'a AuditRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
     }
     sqlx::query(
@@ -417,23 +417,23 @@ pub async fn write<'c>(
          SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[], $14::int4[], $15::int8[], $16::int8[], $17::float8[], $18::text[])",
     )
     .bind(column(batch, |r| r.at))
-    .bind(column(batch, |r| r.request_id.clone()))
-    .bind(column(batch, |r| r.principal.clone()))
-    .bind(column(batch, |r| r.role.clone()))
+    .bind(column(batch, |r| r.request_id.as_str()))
+    .bind(column(batch, |r| r.principal.as_str()))
+    .bind(column(batch, |r| r.role.as_str()))
     .bind(column(batch, |r| r.key_id))
-    .bind(column(batch, |r| r.ip.clone()))
-    .bind(column(batch, |r| r.user_agent.clone()))
-    .bind(column(batch, |r| r.action.clone()))
-    .bind(column(batch, |r| r.resource.clone()))
-    .bind(column(batch, |r| r.params.clone()))
-    .bind(column(batch, |r| r.sql_hash.clone()))
-    .bind(column(batch, |r| r.sql_text.clone()))
-    .bind(column(batch, |r| r.outcome.clone()))
+    .bind(column(batch, |r| r.ip.as_str()))
+    .bind(column(batch, |r| r.user_agent.as_str()))
+    .bind(column(batch, |r| r.action.as_str()))
+    .bind(column(batch, |r| r.resource.as_str()))
+    .bind(column(batch, |r| r.params.as_ref()))
+    .bind(column(batch, |r| r.sql_hash.as_deref()))
+    .bind(column(batch, |r| r.sql_text.as_deref()))
+    .bind(column(batch, |r| r.outcome.as_str()))
     .bind(column(batch, |r| r.status))
     .bind(column(batch, |r| r.rows))
     .bind(column(batch, |r| r.bytes))
     .bind(column(batch, |r| r.duration_ms))
-    .bind(column(batch, |r| r.reason.clone()))
+    .bind(column(batch, |r| r.reason.as_str()))
     .execute(executor)
     .await?;
     Ok(())

@@ -46,6 +46,8 @@ pub struct Rendered {
     pub bindings: Vec<(String, ParamValue)>,
     /// Every parameter's effective value (caller's, default, or null), for caching and audit.
     pub values: BTreeMap<String, Value>,
+    /// `values` as JSON text (keys sorted): the call's identity in caches.
+    pub values_json: String,
     /// Tables the statement reads, as `database.table`.
     pub tables: BTreeSet<String>,
 }
@@ -267,11 +269,8 @@ impl Catalog {
                 }
             }
         }
-        let call = format!(
-            "{}\n{}",
-            template.file.key(),
-            serde_json::to_string(&values).unwrap_or_default()
-        );
+        let values_json = serde_json::to_string(&values).unwrap_or_default();
+        let call = format!("{}\n{values_json}", template.file.key());
         if let Some(rendered) = self.rendered.get(&call) {
             return Ok(Rendered::clone(&rendered));
         }
@@ -317,6 +316,7 @@ impl Catalog {
             sql,
             bindings,
             values,
+            values_json,
             tables: checked.tables.clone(),
         };
         self.rendered.insert(call, Arc::new(rendered.clone()));

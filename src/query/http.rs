@@ -356,7 +356,7 @@ async fn run(
                 state.clickhouse.database(),
                 template.name(),
                 &template.version().to_string(),
-                &serde_json::to_string(&rendered.values).unwrap_or_default(),
+                &rendered.values_json,
                 &filters.setting().unwrap_or_default(),
                 // Results are cut at the role's row limit and masked for roles without personal
                 // data, so roles differing in either get entries of their own.

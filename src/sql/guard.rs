@@ -315,6 +315,14 @@ fn join_constraint(operator: &JoinOperator) -> Option<&JoinConstraint> {
 }
 
 impl Walker<'_> {
+    /// Notes a column the statement uses, named without an expression (`USING (c)`, a column
+    /// that parses as a relation): its last name part, lower case.
+    fn refer(&mut self, name: &ObjectName) {
+        if let Some(last) = name_parts(name).and_then(|mut parts| parts.pop()) {
+            self.references.insert(last.to_ascii_lowercase());
+        }
+    }
+
     fn fail(&mut self, error: GuardError) -> ControlFlow<()> {
         self.error.get_or_insert(error);
         ControlFlow::Break(())
@@ -435,9 +443,7 @@ impl Visitor for Walker<'_> {
                 if args.is_some() && is_denied_function(&function) {
                     return self.fail(GuardError::Function(function));
                 }
-                if let Some(last) = name_parts(name).and_then(|p| p.last().cloned()) {
-                    self.references.insert(last.to_ascii_lowercase());
-                }
+                self.refer(name);
                 self.skip_relations.push(name.clone());
                 return ControlFlow::Continue(());
             }
@@ -480,9 +486,7 @@ impl Visitor for Walker<'_> {
             for join in &from.joins {
                 if let Some(JoinConstraint::Using(names)) = join_constraint(&join.join_operator) {
                     for name in names {
-                        if let Some(last) = name_parts(name).and_then(|p| p.last().cloned()) {
-                            self.references.insert(last.to_ascii_lowercase());
-                        }
+                        self.refer(name);
                     }
                 }
             }
