@@ -151,6 +151,17 @@ pub enum BenchCommand {
         #[arg(long)]
         gateway_pid: Option<u32>,
     },
+    /// The gateway's own CPU work on realistic event batches (parse, validate, enrich, encode for
+    /// the write-ahead log), in this process on one thread, without network or servers.
+    Pipeline {
+        /// Distinct batches, each sent `rounds` times.
+        #[arg(long, default_value_t = 500)]
+        batches: usize,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// Every template's first example through the gateway and directly on ClickHouse.
     Queries {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -271,6 +282,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = crate::bench::ingest(&bench).await?;
             write_out(report.render(&bench).trim_end())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Pipeline {
+                    batches,
+                    batch_size,
+                    rounds,
+                },
+        } => {
+            let report = crate::bench::pipeline(&settings, batches, batch_size, rounds)?;
+            write_out(report.render().trim_end())
         }
         Command::Check { dir, live } => {
             let dir = dir.unwrap_or_else(|| settings.catalog.dir.clone());

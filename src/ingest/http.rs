@@ -443,7 +443,7 @@ fn invalid_json(e: serde_json::Error) -> ApiError {
 }
 
 /// A JSON body: one event object or an array of them, read without building JSON values.
-fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> {
+pub fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> {
     struct Body<'a>(Result<Vec<RawEvent<'a>>, &'static str>);
     impl<'de> Deserialize<'de> for Body<'de> {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -468,7 +468,17 @@ fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> {
         }
         visit_scalars_as_kind!(|kind| Body(Err(kind)));
     }
-    let body: Body<'_> = serde_json::from_slice(bytes).map_err(invalid_json)?;
+    // Checked once for the whole body: the parser then need not check each string it borrows.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "body: not UTF-8 text: invalid byte sequence at byte offset {}",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let body: Body<'_> = serde_json::from_str(text).map_err(invalid_json)?;
     match body.0 {
         Ok(events) => Ok(events.into_iter().enumerate().collect()),
         Err(kind) => Err(ApiError::bad_request(
@@ -488,17 +498,24 @@ fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, RawEvent<'_>)>, Vec<RejectedEvent>
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<RawEvent<'_>>(line) {
+        let parsed = std::str::from_utf8(line)
+            .map_err(|e| {
+                format!(
+                    "not UTF-8 text: invalid byte sequence at column {}",
+                    e.valid_up_to() + 1
+                )
+            })
+            .and_then(|text| {
+                serde_json::from_str::<RawEvent<'_>>(text)
+                    .map_err(|e| format!("invalid JSON at column {}: {e}", e.column()))
+            });
+        match parsed {
             Ok(value) => values.push((index, value)),
-            Err(e) => errors.push(RejectedEvent {
+            Err(message) => errors.push(RejectedEvent {
                 index,
                 code: "invalid_json",
                 field: String::new(),
-                message: format!(
-                    "line {}: invalid JSON at column {}: {e}",
-                    line_number + 1,
-                    e.column()
-                ),
+                message: format!("line {}: {message}", line_number + 1),
             }),
         }
         index += 1;
@@ -512,17 +529,33 @@ mod tests {
 
     #[test]
     fn ndjson_skips_blank_lines_and_rejects_bad_ones_by_position() {
-        let (values, errors) = parse_ndjson(b"{\"a\":1}\n\n{oops\r\n{\"b\":2}\n");
+        let (values, errors) =
+            parse_ndjson(b"{\"a\":1}\n\n{oops\r\n{\"b\":2}\n{\"c\":\"\xff\"}\n{\"d\":4}");
         assert_eq!(
             values.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            vec![0, 2]
+            vec![0, 2, 4]
         );
-        assert_eq!(errors.len(), 1);
+        assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].index, 1);
         assert!(
-            errors[0].message.starts_with("line 3:"),
+            errors[0].message.starts_with("line 3: invalid JSON"),
             "{}",
             errors[0].message
         );
+        assert_eq!(errors[1].index, 3);
+        assert_eq!(
+            errors[1].message,
+            "line 5: not UTF-8 text: invalid byte sequence at column 7"
+        );
+    }
+
+    #[test]
+    fn a_json_body_that_is_not_utf8_is_refused_naming_the_byte() {
+        let err = parse_json(b"[{\"event\":\"x\xc3\"}]").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body: not UTF-8 text: invalid byte sequence at byte offset 12"
+        );
+        assert_eq!(parse_json(b"[{\"event\":\"\xc3\xa9\"}]").unwrap().len(), 1);
     }
 }

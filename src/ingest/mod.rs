@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use self::enrich::{Enricher, Outcome, RequestFacts};
 use self::model::{Event, Incoming, Rejection, Rules};
 use self::postgres::PgMirror;
+use self::row::EventRow;
 use self::wal::{Wal, WalBatch, WalError};
 use self::writer::{Pending, Target};
 use crate::config::{IngestSettings, Settings, WalMode};
@@ -169,59 +170,26 @@ impl Pipeline {
 
     /// Validates, enriches and stores a batch of native-shaped events.
     /// Returns after the accepted events are durable (WAL) — or, with `wait`, stored in ClickHouse.
-    pub async fn ingest<T: Incoming>(
+    pub async fn ingest<'a, T: Incoming<'a>>(
         &self,
         values: Vec<T>,
         rules: &Rules<'_>,
         facts: &RequestFacts,
         wait: bool,
     ) -> Result<BatchResult, Backpressure> {
-        let mut rejected = Vec::new();
-        let mut events: Vec<Event> = Vec::with_capacity(values.len());
-        let mut indexes = Vec::with_capacity(values.len());
-        for (index, value) in values.into_iter().enumerate() {
-            match value.validate(rules) {
-                Ok(event) => {
-                    events.push(event);
-                    indexes.push(index);
-                }
-                Err(rejection) => rejected.push(reject(index, rejection)),
-            }
-        }
-        self.store(events, indexes, rejected, facts, wait).await
-    }
-
-    /// Enriches and stores validated events; `indexes` are their positions in the request.
-    pub async fn store(
-        &self,
-        events: Vec<Event>,
-        indexes: Vec<usize>,
-        mut rejected: Vec<RejectedEvent>,
-        facts: &RequestFacts,
-        wait: bool,
-    ) -> Result<BatchResult, Backpressure> {
-        let received = events.len() + rejected.len();
+        let Prepared {
+            batch,
+            critical,
+            rejected,
+            received,
+        } = prepare(
+            &self.enricher,
+            &|e| self.postgres.is_critical(e),
+            values,
+            rules,
+            facts,
+        );
         metrics::counter!("chgate_ingest_events_received_total").increment(received as u64);
-        // Rows are large: grown one by one, the vector would copy them over and over.
-        let mut batch = WalBatch {
-            rows: Vec::with_capacity(events.len()),
-            users: Vec::new(),
-        };
-        let mut critical = Vec::new();
-        for (outcome, index) in self.enricher.enrich(events, facts).into_iter().zip(indexes) {
-            match outcome {
-                Outcome::Stored(enriched) => {
-                    if self.postgres.is_critical(&enriched.row.event) {
-                        critical.push(enriched.row.clone());
-                    }
-                    batch.rows.push(enriched.row);
-                    batch.users.extend(enriched.user);
-                }
-                Outcome::Rejected(rejection) => rejected.push(reject(index, rejection)),
-                Outcome::Dropped(_) => {}
-            }
-        }
-        rejected.sort_by_key(|r| r.index);
         for r in &rejected {
             metrics::counter!("chgate_ingest_events_rejected_total", "reason" => r.code)
                 .increment(1);
@@ -280,6 +248,67 @@ impl Pipeline {
     /// Events currently held between acknowledgement and ClickHouse.
     pub fn in_flight(&self) -> usize {
         self.settings.queue_events - self.queue.available_permits()
+    }
+}
+
+/// A batch after validation and enrichment: the CPU part of ingestion, before anything is written.
+pub struct Prepared {
+    /// The rows to log and insert.
+    pub batch: WalBatch,
+    /// Copies of the rows to mirror to Postgres.
+    pub critical: Vec<EventRow>,
+    /// Rejected events by position in the request.
+    pub rejected: Vec<RejectedEvent>,
+    /// Events in the request.
+    pub received: usize,
+}
+
+/// Validates and enriches a batch; `critical` tells which events are mirrored to Postgres.
+pub fn prepare<'a, T: Incoming<'a>>(
+    enricher: &Enricher,
+    critical: &dyn Fn(&str) -> bool,
+    values: Vec<T>,
+    rules: &Rules<'_>,
+    facts: &RequestFacts,
+) -> Prepared {
+    let received = values.len();
+    let mut rejected = Vec::new();
+    let mut events: Vec<Event<'a>> = Vec::with_capacity(values.len());
+    let mut indexes = Vec::with_capacity(values.len());
+    for (index, value) in values.into_iter().enumerate() {
+        match value.validate(rules) {
+            Ok(event) => {
+                events.push(event);
+                indexes.push(index);
+            }
+            Err(rejection) => rejected.push(reject(index, rejection)),
+        }
+    }
+    // Rows are large: grown one by one, the vector would copy them over and over.
+    let mut batch = WalBatch {
+        rows: Vec::with_capacity(events.len()),
+        users: Vec::new(),
+    };
+    let mut copies = Vec::new();
+    for (outcome, index) in enricher.enrich(events, facts).into_iter().zip(indexes) {
+        match outcome {
+            Outcome::Stored(enriched) => {
+                if critical(&enriched.row.event) {
+                    copies.push(enriched.row.clone());
+                }
+                batch.rows.push(enriched.row);
+                batch.users.extend(enriched.user);
+            }
+            Outcome::Rejected(rejection) => rejected.push(reject(index, rejection)),
+            Outcome::Dropped(_) => {}
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    Prepared {
+        batch,
+        critical: copies,
+        rejected,
+        received,
     }
 }
 

@@ -11,8 +11,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 use uuid::Uuid;
 
 use crate::config::{IngestSettings, UnknownFields};
@@ -77,9 +78,10 @@ pub struct Context {
     pub library: String,
 }
 
-/// A validated event, before enrichment.
+/// A validated event, before enrichment. Property text is borrowed from the request body where
+/// it had no escapes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub struct Event<'a> {
     pub event_id: Uuid,
     pub event: String,
     /// Milliseconds since the Unix epoch, UTC.
@@ -88,10 +90,17 @@ pub struct Event {
     pub anonymous_id: String,
     pub session_id: String,
     pub platform: String,
-    pub properties: Map<String, Value>,
+    pub properties: Object<'a>,
     pub context: Context,
     /// Traits of an `identify` call, stored as the user's latest properties.
-    pub traits: Option<Map<String, Value>>,
+    pub traits: Option<Object<'a>>,
+}
+
+impl<'a> Event<'a> {
+    /// A property by key (keys of an [`Object`] are unique).
+    pub fn property(&self, key: &str) -> Option<&Field<'a>> {
+        member(&self.properties, key)
+    }
 }
 
 /// Validation knobs that differ between live traffic and imports.
@@ -121,29 +130,140 @@ const TOP_LEVEL: &[&str] = &[
     "traits",
 ];
 
-/// One JSON value where the event model expects a scalar or a small object (`context`), read
-/// leniently so that validation, not parsing, names what is wrong. Text is borrowed from the
-/// request body unless it had escapes; arrays are only remembered as such.
+/// One JSON value of an event, read leniently so that validation, not parsing, names what is
+/// wrong. Text is borrowed from the request body unless it had escapes, so properties go from the
+/// body to their stored JSON text without a copy of each key and string.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field<'a> {
     Null,
     Bool(bool),
     Number(Number),
     Text(Cow<'a, str>),
-    Array,
-    /// Members in the order sent; a repeated key's last value counts.
-    Object(Vec<(Cow<'a, str>, Field<'a>)>),
+    Array(Vec<Field<'a>>),
+    Object(Object<'a>),
+}
+
+/// Members of a JSON object in the order sent, each key once: a repeated key keeps its first
+/// position and its last value (as `serde_json`'s ordered map does).
+pub type Object<'a> = Vec<(Cow<'a, str>, Field<'a>)>;
+
+/// The member `key` of an object.
+pub fn member<'o, 'a>(object: &'o Object<'a>, key: &str) -> Option<&'o Field<'a>> {
+    object.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Objects up to this many members are checked for repeated keys pairwise, larger ones by hash.
+const PAIRWISE_DEDUP_MAX: usize = 16;
+
+/// Makes the keys of `members` unique: the first position, the last value.
+fn dedup_members(members: &mut Object<'_>) {
+    if members.len() < 2 {
+        return;
+    }
+    // Index of the first occurrence of each member's key.
+    let first: Vec<usize> = if members.len() <= PAIRWISE_DEDUP_MAX {
+        (0..members.len())
+            .map(|i| (0..i).find(|&j| members[j].0 == members[i].0).unwrap_or(i))
+            .collect()
+    } else {
+        let mut seen = std::collections::HashMap::with_capacity(members.len());
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| *seen.entry(k.as_ref()).or_insert(i))
+            .collect()
+    };
+    if first.iter().enumerate().all(|(i, &f)| i == f) {
+        return;
+    }
+    let mut slots: Vec<Option<(Cow<'_, str>, Field<'_>)>> =
+        std::mem::take(members).into_iter().map(Some).collect();
+    for (i, &f) in first.iter().enumerate() {
+        if f != i {
+            if let Some((_, value)) = slots[i].take() {
+                if let Some(kept) = slots[f].as_mut() {
+                    kept.1 = value;
+                }
+            }
+        }
+    }
+    *members = slots.into_iter().flatten().collect();
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Null => serializer.serialize_unit(),
+            Self::Bool(b) => serializer.serialize_bool(*b),
+            Self::Number(n) => n.serialize(serializer),
+            Self::Text(s) => serializer.serialize_str(s),
+            Self::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Self::Object(members) => JsonObject(members).serialize(serializer),
+        }
+    }
+}
+
+/// An [`Object`] serialized as a JSON object.
+pub struct JsonObject<'o, 'a>(pub &'o [(Cow<'a, str>, Field<'a>)]);
+
+impl Serialize for JsonObject<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key.as_ref(), value)?;
+        }
+        map.end()
+    }
+}
+
+impl JsonObject<'_, '_> {
+    /// The compact JSON text.
+    pub fn text(&self) -> String {
+        let mut out = Vec::with_capacity(self.len_hint());
+        // Writing to a Vec fails only for keys that are not strings; these always are.
+        let _ = serde_json::to_writer(&mut out, self);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn len_hint(&self) -> usize {
+        self.0.iter().map(|(k, _)| k.len() + 24).sum::<usize>() + 2
+    }
+
+    /// Length of the compact JSON text, without building it.
+    pub fn text_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        match serde_json::to_writer(&mut count, self) {
+            Ok(()) => count.0,
+            Err(_) => usize::MAX,
+        }
+    }
 }
 
 impl<'a> Field<'a> {
-    /// A view of a `serde_json::Value` (objects keep only their kind).
+    /// A view of a `serde_json::Value` (arrays and objects keep only their kind).
     pub fn of(value: &'a Value) -> Self {
         match value {
             Value::Null => Self::Null,
             Value::Bool(b) => Self::Bool(*b),
             Value::Number(n) => Self::Number(n.clone()),
             Value::String(s) => Self::Text(Cow::Borrowed(s)),
-            Value::Array(_) => Self::Array,
+            Value::Array(_) => Self::Array(Vec::new()),
             Value::Object(_) => Self::Object(Vec::new()),
         }
     }
@@ -154,7 +274,7 @@ impl<'a> Field<'a> {
             Self::Bool(_) => "a boolean",
             Self::Number(_) => "a number",
             Self::Text(_) => "a string",
-            Self::Array => "an array",
+            Self::Array(_) => "an array",
             Self::Object(_) => "an object",
         }
     }
@@ -216,15 +336,19 @@ impl<'de> Visitor<'de> for FieldVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Field::Array)
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Field::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
         while let Some(Key(key)) = map.next_key()? {
             members.push((key, map.next_value()?));
         }
+        dedup_members(&mut members);
         Ok(Field::Object(members))
     }
 }
@@ -284,7 +408,7 @@ macro_rules! visit_scalars_as_kind {
 pub(crate) use visit_scalars_as_kind;
 
 /// One event as sent, before validation: the model's fields picked out while parsing (no map of
-/// keys is built), `properties` and `traits` as JSON objects, other top-level fields kept aside.
+/// keys is built), other top-level fields kept aside.
 #[derive(Debug, Default)]
 pub struct RawEvent<'a> {
     /// The JSON type sent when the event is not an object.
@@ -297,9 +421,9 @@ pub struct RawEvent<'a> {
     session_id: Option<Field<'a>>,
     platform: Option<Field<'a>>,
     context: Option<Field<'a>>,
-    properties: Option<Value>,
-    traits: Option<Value>,
-    unknown: Vec<(String, Value)>,
+    properties: Option<Field<'a>>,
+    traits: Option<Field<'a>>,
+    unknown: Object<'a>,
 }
 
 impl<'a> RawEvent<'a> {
@@ -323,16 +447,10 @@ impl<'a> RawEvent<'a> {
                 "session_id" => &mut raw.session_id,
                 "platform" => &mut raw.platform,
                 "context" => &mut raw.context,
-                "properties" => {
-                    raw.properties = Some(map.next_value()?);
-                    continue;
-                }
-                "traits" => {
-                    raw.traits = Some(map.next_value()?);
-                    continue;
-                }
+                "properties" => &mut raw.properties,
+                "traits" => &mut raw.traits,
                 _ => {
-                    raw.unknown.push((key.into_owned(), map.next_value()?));
+                    raw.unknown.push((key, map.next_value()?));
                     continue;
                 }
             };
@@ -375,24 +493,24 @@ impl<'de> Visitor<'de> for RawEventVisitor {
 
 /// Something that validates into an [`Event`]: a parsed JSON value or an event read straight
 /// from a request body.
-pub trait Incoming {
-    fn validate(self, rules: &Rules<'_>) -> Result<Event, Rejection>;
+pub trait Incoming<'a> {
+    fn validate(self, rules: &Rules<'_>) -> Result<Event<'a>, Rejection>;
 }
 
-impl Incoming for Value {
-    fn validate(self, rules: &Rules<'_>) -> Result<Event, Rejection> {
+impl<'a> Incoming<'a> for Value {
+    fn validate(self, rules: &Rules<'_>) -> Result<Event<'a>, Rejection> {
         validate(self, rules)
     }
 }
 
-impl Incoming for RawEvent<'_> {
-    fn validate(self, rules: &Rules<'_>) -> Result<Event, Rejection> {
+impl<'a> Incoming<'a> for RawEvent<'a> {
+    fn validate(self, rules: &Rules<'_>) -> Result<Event<'a>, Rejection> {
         validate_raw(self, rules)
     }
 }
 
 /// Validates one native-shaped event given as a JSON value (Segment calls, imports, checks).
-pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
+pub fn validate<'a>(value: Value, rules: &Rules<'_>) -> Result<Event<'a>, Rejection> {
     match value {
         Value::Object(map) => {
             let raw = RawEvent::from_map(de::value::MapDeserializer::new(map.into_iter()))
@@ -406,7 +524,7 @@ pub fn validate(value: Value, rules: &Rules<'_>) -> Result<Event, Rejection> {
 }
 
 /// Validates one native-shaped event as read from a request body.
-pub fn validate_raw(raw: RawEvent<'_>, rules: &Rules<'_>) -> Result<Event, Rejection> {
+pub fn validate_raw<'a>(raw: RawEvent<'a>, rules: &Rules<'_>) -> Result<Event<'a>, Rejection> {
     if let Some(kind) = raw.not_object {
         return Err(Rejection::new(
             "invalid_type",
@@ -472,14 +590,14 @@ pub fn validate_raw(raw: RawEvent<'_>, rules: &Rules<'_>) -> Result<Event, Rejec
         Some(other) => return Err(wrong_kind("platform", "a string", &other)),
     };
     let mut properties = match raw.properties {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map,
-        Some(other) => return Err(wrong_type("properties", "an object", &other)),
+        None | Some(Field::Null) => Vec::new(),
+        Some(Field::Object(members)) => members,
+        Some(other) => return Err(wrong_kind("properties", "an object", &other)),
     };
     let traits = match raw.traits {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(map)) => Some(map),
-        Some(other) => return Err(wrong_type("traits", "an object", &other)),
+        None | Some(Field::Null) => None,
+        Some(Field::Object(members)) => Some(members),
+        Some(other) => return Err(wrong_kind("traits", "an object", &other)),
     };
     let context = match raw.context {
         None | Some(Field::Null) => Context::default(),
@@ -488,7 +606,7 @@ pub fn validate_raw(raw: RawEvent<'_>, rules: &Rules<'_>) -> Result<Event, Rejec
     };
     // What is left is unknown at the top level; of a repeated key the last value counts.
     for (key, value) in raw.unknown.into_iter().rev() {
-        debug_assert!(!TOP_LEVEL.contains(&key.as_str()));
+        debug_assert!(!TOP_LEVEL.contains(&key.as_ref()));
         match rules.settings.unknown_fields {
             UnknownFields::Reject => {
                 return Err(Rejection::new(
@@ -501,11 +619,13 @@ pub fn validate_raw(raw: RawEvent<'_>, rules: &Rules<'_>) -> Result<Event, Rejec
                 ))
             }
             UnknownFields::Keep => {
-                properties.entry(key).or_insert(value);
+                if member(&properties, &key).is_none() {
+                    properties.push((key, value));
+                }
             }
         }
     }
-    let size = serialized_len(&properties);
+    let size = JsonObject(&properties).text_len();
     if size > rules.settings.max_properties_bytes {
         return Err(Rejection::new(
             "too_large",
@@ -528,25 +648,6 @@ pub fn validate_raw(raw: RawEvent<'_>, rules: &Rules<'_>) -> Result<Event, Rejec
         context,
         traits,
     })
-}
-
-/// Length of the compact JSON text of `properties`, without building it.
-fn serialized_len(properties: &Map<String, Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, properties) {
-        Ok(()) => count.0,
-        Err(_) => usize::MAX,
-    }
 }
 
 /// Event names: 1-128 characters, starting with a letter or `$`, then letters, digits, spaces and
@@ -783,7 +884,7 @@ pub fn wrong_type(field: &str, expected: &str, got: &Value) -> Rejection {
     wrong_kind(field, expected, &Field::of(got))
 }
 
-fn wrong_kind(field: &str, expected: &str, got: &Field<'_>) -> Rejection {
+pub fn wrong_kind(field: &str, expected: &str, got: &Field<'_>) -> Rejection {
     Rejection::new(
         "invalid_type",
         field,
@@ -802,11 +903,11 @@ mod tests {
 
     const NOW: i64 = 1_790_000_000_000;
 
-    fn check(value: Value) -> Result<Event, Rejection> {
+    fn check(value: Value) -> Result<Event<'static>, Rejection> {
         check_with(value, &IngestSettings::default())
     }
 
-    fn check_with(value: Value, settings: &IngestSettings) -> Result<Event, Rejection> {
+    fn check_with(value: Value, settings: &IngestSettings) -> Result<Event<'static>, Rejection> {
         validate(
             value,
             &Rules {
@@ -821,6 +922,21 @@ mod tests {
 
     fn rejected(value: Value) -> Rejection {
         check(value).unwrap_err()
+    }
+
+    /// Validates an event read straight from JSON text, as a request body is.
+    fn check_text(text: &str) -> Result<Event<'_>, Rejection> {
+        let raw: RawEvent<'_> = serde_json::from_str(text).unwrap();
+        validate_raw(
+            raw,
+            &Rules {
+                settings: &IngestSettings::default(),
+                now_ms: NOW,
+                enforce_window: true,
+                trust_context_ip: false,
+                allowed_events: &[],
+            },
+        )
     }
 
     #[test]
@@ -999,7 +1115,7 @@ mod tests {
     #[test]
     fn unknown_top_level_fields_are_kept_in_properties_or_rejected_by_configuration() {
         let kept = check(json!({"event": "x", "user_id": "u", "plan": "pro"})).unwrap();
-        assert_eq!(kept.properties["plan"], "pro");
+        assert_eq!(kept.property("plan"), Some(&Field::Text("pro".into())));
         let settings = IngestSettings {
             unknown_fields: UnknownFields::Reject,
             ..Default::default()
@@ -1041,17 +1157,7 @@ mod tests {
         ];
         for text in cases {
             let from_value = check(serde_json::from_str::<Value>(text).unwrap());
-            let raw: RawEvent<'_> = serde_json::from_str(text).unwrap();
-            let from_text = validate_raw(
-                raw,
-                &Rules {
-                    settings: &IngestSettings::default(),
-                    now_ms: NOW,
-                    enforce_window: true,
-                    trust_context_ip: false,
-                    allowed_events: &[],
-                },
-            );
+            let from_text = check_text(text);
             match (from_value, from_text) {
                 (Ok(a), Ok(b)) => assert_eq!(
                     Event {
@@ -1064,26 +1170,37 @@ mod tests {
                 (a, b) => assert_eq!(a, b, "{text}"),
             }
         }
-        let event: RawEvent<'_> = serde_json::from_str(
+        let event = check_text(
             r#"{"event":"x","user_id":"u","context":{"page":{"title":"\u0422\u0435\u0441\u0442"}},"plan":"pro","plan":"team"}"#,
-        )
-        .unwrap();
-        let event = validate_raw(
-            event,
-            &Rules {
-                settings: &IngestSettings::default(),
-                now_ms: NOW,
-                enforce_window: true,
-                trust_context_ip: false,
-                allowed_events: &[],
-            },
         )
         .unwrap();
         assert_eq!(event.context.page_title, "Тест");
         assert_eq!(
-            event.properties["plan"], "team",
+            event.property("plan"),
+            Some(&Field::Text("team".into())),
             "the last of a repeated key counts"
         );
+    }
+
+    #[test]
+    fn properties_are_stored_as_json_would_store_them_with_each_key_once() {
+        // Small objects are deduplicated pairwise, large ones by hash: both keep the first
+        // position and the last value of a repeated key, as an ordered JSON map does.
+        let many: String = (0..40).map(|i| format!(r#""k{}":{i},"#, i % 25)).collect();
+        for properties in [
+            r#"{"b":1,"a":{"x":[1,2.5,{"y":null}],"x":"\u0442\"q\""},"b":true,"c":-7,"d":1e3}"#
+                .to_string(),
+            format!(r#"{{{many}"z":"\n"}}"#),
+        ] {
+            let text = format!(r#"{{"event":"x","user_id":"u","properties":{properties}}}"#);
+            let event = check_text(&text).unwrap();
+            let expected = serde_json::from_str::<Value>(&properties)
+                .unwrap()
+                .to_string();
+            let stored = JsonObject(&event.properties);
+            assert_eq!(stored.text(), expected);
+            assert_eq!(stored.text_len(), expected.len());
+        }
     }
 
     #[test]

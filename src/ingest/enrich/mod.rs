@@ -12,13 +12,11 @@ pub mod ua;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
-
 use self::geo::{Geo, GeoIp};
 use self::net::Networks;
 use self::pii::Pii;
 use self::ua::UaParser;
-use super::model::{wrong_type, Event, Rejection};
+use super::model::{member, wrong_kind, Event, Field, JsonObject, Object, Rejection};
 use super::row::{EventRow, UserPropertiesRow};
 use crate::config::Settings;
 
@@ -101,10 +99,10 @@ impl Enricher {
     }
 
     /// Enriches a batch, one outcome per event, in order.
-    pub fn enrich(&self, events: Vec<Event>, facts: &RequestFacts) -> Vec<Outcome> {
+    pub fn enrich(&self, events: Vec<Event<'_>>, facts: &RequestFacts) -> Vec<Outcome> {
         let mut work: Vec<Work> = events.into_iter().map(Work::new).collect();
         self.step("lift", &mut work, |w| {
-            lift(&mut w.event, &mut w.row, &self.default_currency)
+            lift(&w.event, &mut w.row, &self.default_currency)
         });
         self.step("network", &mut work, |w| {
             let ip = w.event.context.ip.or(facts.client_ip);
@@ -213,6 +211,7 @@ impl Enricher {
             w.row.utm_content = t.utm_content;
             Ok(())
         });
+        let mut last_ip: Option<(IpAddr, String)> = None;
         self.step("privacy", &mut work, |w| {
             let outcome = self.pii.apply(&mut w.event.properties);
             if outcome.by_rule > 0 {
@@ -235,10 +234,19 @@ impl Enricher {
                     *text = masked;
                 }
             }
-            w.row.ip = match w.ip {
-                Some(ip) if self.truncate_ip => net::truncate(ip).to_string(),
-                Some(ip) => net::canonical(ip).to_string(),
-                None => String::new(),
+            w.row.ip = match (w.ip, &last_ip) {
+                (None, _) => String::new(),
+                (Some(ip), Some((seen, text))) if *seen == ip => text.clone(),
+                (Some(ip), _) => {
+                    let text = if self.truncate_ip {
+                        net::truncate(ip)
+                    } else {
+                        net::canonical(ip)
+                    }
+                    .to_string();
+                    last_ip = Some((ip, text.clone()));
+                    text
+                }
             };
             if self.pseudonymize_user_id && !w.event.user_id.is_empty() {
                 w.event.user_id = self.pii.hash(&w.event.user_id);
@@ -253,8 +261,8 @@ impl Enricher {
     fn step(
         &self,
         name: &'static str,
-        work: &mut [Work],
-        mut f: impl FnMut(&mut Work) -> Result<(), Rejection>,
+        work: &mut [Work<'_>],
+        mut f: impl FnMut(&mut Work<'_>) -> Result<(), Rejection>,
     ) {
         let started = Instant::now();
         for w in work.iter_mut().filter(|w| w.rejection.is_none()) {
@@ -266,7 +274,7 @@ impl Enricher {
             .record(started.elapsed().as_secs_f64());
     }
 
-    fn finish(&self, w: Work, received_at_ms: i64) -> Outcome {
+    fn finish(&self, w: Work<'_>, received_at_ms: i64) -> Outcome {
         if let Some(rejection) = w.rejection {
             return Outcome::Rejected(rejection);
         }
@@ -296,7 +304,7 @@ impl Enricher {
         row.anonymous_id = event.anonymous_id;
         row.session_id = event.session_id;
         row.platform = event.platform;
-        row.properties = Value::Object(event.properties).to_string();
+        row.properties = JsonObject(&event.properties).text();
         row.locale = c.locale;
         row.device_model = c.device_model;
         row.is_bot = u8::from(bot_reason.is_some());
@@ -310,23 +318,23 @@ impl Enricher {
             .filter(|_| !row.user_id.is_empty())
             .map(|traits| UserPropertiesRow {
                 user_id: row.user_id.clone(),
-                traits: Value::Object(traits).to_string(),
+                traits: JsonObject(&traits).text(),
                 updated_at: row.timestamp,
             });
         Outcome::Stored(Box::new(Enriched { row, user }))
     }
 }
 
-struct Work {
-    event: Event,
+struct Work<'a> {
+    event: Event<'a>,
     row: EventRow,
     ip: Option<IpAddr>,
     bot_reason: Option<&'static str>,
     rejection: Option<Rejection>,
 }
 
-impl Work {
-    fn new(event: Event) -> Self {
+impl<'a> Work<'a> {
+    fn new(event: Event<'a>) -> Self {
         Self {
             event,
             row: empty_row(),
@@ -401,15 +409,15 @@ pub const REVENUE_EVENTS: &[&str] = &["purchase", "refund"];
 /// Copies well-known properties into typed columns (they stay in `properties` too).
 /// `item_id` (or `product_id`, `game_id`), `developer_id`, `amount` (or `revenue`), `currency`,
 /// `operation`, `status`, `duration_ms`.
-fn lift(event: &mut Event, row: &mut EventRow, default_currency: &str) -> Result<(), Rejection> {
+fn lift(event: &Event<'_>, row: &mut EventRow, default_currency: &str) -> Result<(), Rejection> {
     let p = &event.properties;
     row.item_id = first_text(p, &["item_id", "product_id", "game_id"])?;
     row.developer_id = first_text(p, &["developer_id"])?;
     row.operation = first_text(p, &["operation"])?;
     row.status = first_text(p, &["status"])?;
-    row.duration_ms = match p.get("duration_ms") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_f64() {
+    row.duration_ms = match member(p, "duration_ms") {
+        None | Some(Field::Null) => None,
+        Some(Field::Number(n)) => match n.as_f64() {
             Some(ms) if ms.is_finite() && ms >= 0.0 => Some(ms),
             _ => {
                 return Err(Rejection::new(
@@ -419,17 +427,19 @@ fn lift(event: &mut Event, row: &mut EventRow, default_currency: &str) -> Result
                 ))
             }
         },
-        Some(other) => return Err(wrong_type("properties.duration_ms", "a number", other)),
+        Some(other) => return Err(wrong_kind("properties.duration_ms", "a number", other)),
     };
-    let amount_key = ["amount", "revenue"]
-        .into_iter()
-        .find(|k| p.get(*k).is_some_and(|v| !v.is_null()));
-    if let Some(key) = amount_key {
+    let amount = ["amount", "revenue"].into_iter().find_map(|k| {
+        member(p, k)
+            .filter(|v| !matches!(v, Field::Null))
+            .map(|v| (k, v))
+    });
+    if let Some((key, value)) = amount {
         let field = format!("properties.{key}");
-        let amount = match &p[key] {
-            Value::Number(n) => n.as_f64().filter(|a| a.is_finite()),
-            Value::String(s) => s.trim().parse::<f64>().ok().filter(|a| a.is_finite()),
-            other => return Err(wrong_type(&field, "a number", other)),
+        let amount = match value {
+            Field::Number(n) => n.as_f64().filter(|a| a.is_finite()),
+            Field::Text(s) => s.trim().parse::<f64>().ok().filter(|a| a.is_finite()),
+            other => return Err(wrong_kind(&field, "a number", other)),
         }
         .ok_or_else(|| Rejection::new("invalid_value", field.clone(), "must be a finite number"))?;
         if REVENUE_EVENTS.contains(&event.event.as_str()) && amount < 0.0 {
@@ -466,13 +476,13 @@ fn lift(event: &mut Event, row: &mut EventRow, default_currency: &str) -> Result
     Ok(())
 }
 
-fn first_text(p: &Map<String, Value>, keys: &[&str]) -> Result<String, Rejection> {
+fn first_text(p: &Object<'_>, keys: &[&str]) -> Result<String, Rejection> {
     for key in keys {
-        match p.get(*key) {
-            None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => return Ok(s.clone()),
-            Some(Value::Number(n)) => return Ok(n.to_string()),
-            Some(other) => return Err(wrong_type(&format!("properties.{key}"), "a string", other)),
+        match member(p, key) {
+            None | Some(Field::Null) => continue,
+            Some(Field::Text(s)) => return Ok(s.to_string()),
+            Some(Field::Number(n)) => return Ok(n.to_string()),
+            Some(other) => return Err(wrong_kind(&format!("properties.{key}"), "a string", other)),
         }
     }
     Ok(String::new())

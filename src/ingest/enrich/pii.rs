@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, Mac};
 use regex::Regex;
-use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::config::{PiiAction, PrivacySettings};
+use crate::ingest::model::{Field, Object};
 
 /// Applies the privacy rules to property values.
 #[derive(Clone)]
@@ -71,25 +71,26 @@ impl Pii {
     }
 
     /// Applies key rules and detection to every string in `properties`, recursively.
-    pub fn apply(&self, properties: &mut Map<String, Value>) -> PiiOutcome {
+    pub fn apply(&self, properties: &mut Object<'_>) -> PiiOutcome {
         let mut outcome = PiiOutcome::default();
         self.apply_map(properties, &mut outcome);
         outcome
     }
 
-    fn apply_map(&self, map: &mut Map<String, Value>, outcome: &mut PiiOutcome) {
-        let mut dropped = Vec::new();
-        for (key, value) in map.iter_mut() {
+    fn apply_map(&self, map: &mut Object<'_>, outcome: &mut PiiOutcome) {
+        map.retain_mut(|(key, value)| {
             let rule = if self.rules.is_empty() {
                 None
-            } else {
+            } else if key.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.rules.get(&key.to_ascii_lowercase()).copied()
+            } else {
+                self.rules.get(key.as_ref()).copied()
             };
             match rule {
                 Some(PiiAction::Keep) => {}
                 Some(PiiAction::Drop) => {
-                    dropped.push(key.clone());
                     outcome.by_rule += 1;
+                    return false;
                 }
                 Some(action) => {
                     self.transform_leaves(value, action);
@@ -97,39 +98,37 @@ impl Pii {
                 }
                 None => self.detect_in(value, outcome),
             }
-        }
-        for key in dropped {
-            map.remove(&key);
-        }
+            true
+        });
     }
 
-    fn transform_leaves(&self, value: &mut Value, action: PiiAction) {
+    fn transform_leaves(&self, value: &mut Field<'_>, action: PiiAction) {
         match value {
-            Value::String(s) => *s = self.transform(s, action, Kind::Generic),
-            Value::Number(n) => {
-                *value = Value::String(self.transform(&n.to_string(), action, Kind::Generic))
+            Field::Text(s) => *s = self.transform(s, action, Kind::Generic).into(),
+            Field::Number(n) => {
+                *value = Field::Text(self.transform(&n.to_string(), action, Kind::Generic).into())
             }
-            Value::Array(items) => items
+            Field::Array(items) => items
                 .iter_mut()
                 .for_each(|v| self.transform_leaves(v, action)),
-            Value::Object(map) => map
-                .values_mut()
-                .for_each(|v| self.transform_leaves(v, action)),
-            Value::Null | Value::Bool(_) => {}
+            Field::Object(map) => map
+                .iter_mut()
+                .for_each(|(_, v)| self.transform_leaves(v, action)),
+            Field::Null | Field::Bool(_) => {}
         }
     }
 
-    fn detect_in(&self, value: &mut Value, outcome: &mut PiiOutcome) {
+    fn detect_in(&self, value: &mut Field<'_>, outcome: &mut PiiOutcome) {
         match value {
-            Value::String(s) => {
+            Field::Text(s) => {
                 if let Some(replaced) = self.detect(s) {
-                    *s = replaced;
+                    *s = replaced.into();
                     outcome.detected += 1;
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|v| self.detect_in(v, outcome)),
-            Value::Object(map) => self.apply_map(map, outcome),
-            _ => {}
+            Field::Array(items) => items.iter_mut().for_each(|v| self.detect_in(v, outcome)),
+            Field::Object(map) => self.apply_map(map, outcome),
+            Field::Null | Field::Bool(_) | Field::Number(_) => {}
         }
     }
 
@@ -290,7 +289,8 @@ pub fn luhn(candidate: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use serde_json::json;
+    use crate::ingest::model::JsonObject;
+    use serde_json::{json, Map, Value};
 
     fn pii() -> Pii {
         Pii::new(&PrivacySettings {
@@ -299,16 +299,22 @@ mod tests {
         })
     }
 
-    fn props(value: Value) -> Map<String, Value> {
-        value.as_object().unwrap().clone()
+    /// The outcome and the properties after the rules, as JSON.
+    fn applied(value: Value) -> (PiiOutcome, Map<String, Value>) {
+        use serde::Deserialize;
+        let Field::Object(mut object) = Field::deserialize(value).unwrap() else {
+            panic!("properties are an object")
+        };
+        let outcome = pii().apply(&mut object);
+        let json = serde_json::to_value(JsonObject(&object)).unwrap();
+        (outcome, json.as_object().unwrap().clone())
     }
 
     #[test]
     fn key_rules_hash_mask_and_drop_case_insensitively() {
-        let mut p = props(
+        let (outcome, p) = applied(
             json!({"Email": "ivan@example.ru", "phone": "+7 912 345-67-89", "Name": "Ivan", "plan": "pro"}),
         );
-        let outcome = pii().apply(&mut p);
         assert_eq!(outcome.by_rule, 3);
         assert_eq!(
             p["Email"],
@@ -321,12 +327,11 @@ mod tests {
 
     #[test]
     fn emails_phones_and_luhn_valid_cards_are_detected_in_free_text() {
-        let mut p = props(json!({
+        let (outcome, p) = applied(json!({
             "note": "write to anna.k@mail.ru or call +7 (495) 123-45-67",
             "nested": {"card": "pay 4111 1111 1111 1111 now"},
             "list": ["x", "olga@ya.ru"],
         }));
-        let outcome = pii().apply(&mut p);
         assert_eq!(outcome.detected, 3);
         assert_eq!(
             p["note"],
@@ -338,9 +343,8 @@ mod tests {
 
     #[test]
     fn ids_that_are_not_personal_data_are_left_alone() {
-        let mut p =
-            props(json!({"order_id": "1234567890", "sku": "4111111111111112", "v": "1.2.3"}));
-        let outcome = pii().apply(&mut p);
+        let (outcome, p) =
+            applied(json!({"order_id": "1234567890", "sku": "4111111111111112", "v": "1.2.3"}));
         assert_eq!(outcome, PiiOutcome::default());
         assert_eq!(p["order_id"], "1234567890");
         assert_eq!(p["sku"], "4111111111111112", "fails Luhn, so not a card");
