@@ -65,11 +65,7 @@ pub fn pipeline(
                 user_agent: "chgate-bench".into(),
                 received_at_ms: now_ms,
             };
-            let values = parse_json(body)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
+            let values = parse_json(body).map_err(|e| anyhow::anyhow!("{e}"))?;
             let prepared = prepare(&enricher, &is_critical, values, &rules, &facts);
             std::hint::black_box(prepared.batch.encode()?);
             events += prepared.received;

@@ -61,10 +61,10 @@ pub async fn events(
     let limit = state.pipeline.settings.max_body_bytes;
     let bytes = read_body(body, &headers, limit).await?;
     let ndjson = query.format.as_deref() == Some("ndjson") || is_ndjson(&headers);
-    let (values, parse_errors) = if ndjson {
+    let (positions, values, parse_errors) = if ndjson {
         parse_ndjson(&bytes)
     } else {
-        (parse_json(&bytes)?, Vec::new())
+        (Vec::new(), parse_json(&bytes)?, Vec::new())
     };
     admit(
         &state,
@@ -81,7 +81,6 @@ pub async fn events(
         &role.ingest_events,
     );
     // NDJSON lines that failed to parse keep their positions in the response.
-    let (positions, values): (Vec<usize>, Vec<RawEvent<'_>>) = values.into_iter().unzip();
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
     respond(result.map(|r| remap(r, &positions, parse_errors)), wait)
 }
@@ -205,8 +204,8 @@ async fn segment_ingest(
 }
 
 /// The pipeline saw only the events that parsed: put its rejections back at their positions in
-/// the request (`positions[i]` is the request index of the pipeline's event `i`) and add the
-/// events rejected before it.
+/// the request (`positions[i]` is the request index of the pipeline's event `i`; no positions:
+/// every event parsed, indexes are positions) and add the events rejected before it.
 fn remap(
     mut result: BatchResult,
     positions: &[usize],
@@ -443,21 +442,18 @@ fn invalid_json(e: serde_json::Error) -> ApiError {
 }
 
 /// A JSON body: one event object or an array of them, read without building JSON values.
-pub fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> {
+pub fn parse_json(bytes: &[u8]) -> Result<Vec<RawEvent<'_>>, ApiError> {
     struct Body<'a>(Result<Vec<RawEvent<'a>>, &'static str>);
-    impl<'de> Deserialize<'de> for Body<'de> {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            deserializer.deserialize_any(BodyVisitor)
-        }
-    }
-    struct BodyVisitor;
+    /// Room for the events a body of this size likely holds (real events take a few hundred
+    /// bytes), so the list is not copied over and over while it grows.
+    struct BodyVisitor(usize);
     impl<'de> Visitor<'de> for BodyVisitor {
         type Value = Body<'de>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an event object or an array of events")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(self.0));
             while let Some(event) = seq.next_element()? {
                 events.push(event);
             }
@@ -478,9 +474,13 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> 
             ),
         )
     })?;
-    let body: Body<'_> = serde_json::from_str(text).map_err(invalid_json)?;
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let body = (&mut parser)
+        .deserialize_any(BodyVisitor(bytes.len() / 256))
+        .and_then(|body| parser.end().map(|()| body))
+        .map_err(invalid_json)?;
     match body.0 {
-        Ok(events) => Ok(events.into_iter().enumerate().collect()),
+        Ok(events) => Ok(events),
         Err(kind) => Err(ApiError::bad_request(
             "invalid_body",
             format!("body: must be an event object or an array of events, got {kind}"),
@@ -489,7 +489,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<(usize, RawEvent<'_>)>, ApiError> 
 }
 
 /// One event per line; a line that is not JSON is rejected on its own, naming its line number.
-fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, RawEvent<'_>)>, Vec<RejectedEvent>) {
+/// Returns the positions of the events that parsed (among non-blank lines), the events, and the
+/// rejections of the others.
+fn parse_ndjson(bytes: &[u8]) -> (Vec<usize>, Vec<RawEvent<'_>>, Vec<RejectedEvent>) {
+    let mut positions = Vec::new();
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut index = 0;
@@ -510,7 +513,10 @@ fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, RawEvent<'_>)>, Vec<RejectedEvent>
                     .map_err(|e| format!("invalid JSON at column {}: {e}", e.column()))
             });
         match parsed {
-            Ok(value) => values.push((index, value)),
+            Ok(value) => {
+                positions.push(index);
+                values.push(value);
+            }
             Err(message) => errors.push(RejectedEvent {
                 index,
                 code: "invalid_json",
@@ -520,7 +526,7 @@ fn parse_ndjson(bytes: &[u8]) -> (Vec<(usize, RawEvent<'_>)>, Vec<RejectedEvent>
         }
         index += 1;
     }
-    (values, errors)
+    (positions, values, errors)
 }
 
 #[cfg(test)]
@@ -529,12 +535,10 @@ mod tests {
 
     #[test]
     fn ndjson_skips_blank_lines_and_rejects_bad_ones_by_position() {
-        let (values, errors) =
+        let (positions, values, errors) =
             parse_ndjson(b"{\"a\":1}\n\n{oops\r\n{\"b\":2}\n{\"c\":\"\xff\"}\n{\"d\":4}");
-        assert_eq!(
-            values.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            vec![0, 2, 4]
-        );
+        assert_eq!(positions, vec![0, 2, 4]);
+        assert_eq!(values.len(), 3);
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].index, 1);
         assert!(
