@@ -169,38 +169,24 @@ impl Enricher {
             w.row.user_agent = ua;
             Ok(())
         });
-        let mut last_traffic: Option<([String; 8], traffic::Traffic)> = None;
+        let mut hosts = traffic::Hosts::default();
         self.step("traffic", &mut work, |w| {
             let c = &w.event.context;
-            let key = [
-                &c.page_url,
-                &c.page_path,
-                &c.page_referrer,
-                &c.utm_source,
-                &c.utm_medium,
-                &c.utm_campaign,
-                &c.utm_term,
-                &c.utm_content,
-            ];
-            let t = match &last_traffic {
-                Some((seen, t)) if seen.iter().zip(key).all(|(a, b)| a == b) => t.clone(),
-                _ => {
-                    let t = traffic::classify(&traffic::TrafficInput {
-                        page_url: &c.page_url,
-                        page_path: &c.page_path,
-                        referrer: &c.page_referrer,
-                        campaign: [
-                            &c.utm_source,
-                            &c.utm_medium,
-                            &c.utm_campaign,
-                            &c.utm_term,
-                            &c.utm_content,
-                        ],
-                    });
-                    last_traffic = Some((key.map(|s| s.clone()), t.clone()));
-                    t
-                }
-            };
+            let t = traffic::classify(
+                &traffic::TrafficInput {
+                    page_url: &c.page_url,
+                    page_path: &c.page_path,
+                    referrer: &c.page_referrer,
+                    campaign: [
+                        &c.utm_source,
+                        &c.utm_medium,
+                        &c.utm_campaign,
+                        &c.utm_term,
+                        &c.utm_content,
+                    ],
+                },
+                &mut hosts,
+            );
             w.row.page_path = t.page_path;
             w.row.referrer_host = t.referrer_host;
             w.row.channel = t.channel.to_string();

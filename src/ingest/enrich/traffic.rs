@@ -79,8 +79,64 @@ pub struct TrafficInput<'a> {
     pub campaign: [&'a str; 5],
 }
 
-pub fn classify(input: &TrafficInput<'_>) -> Traffic {
-    let page = Url::parse(input.page_url).ok();
+/// Hosts of URLs seen lately, by origin (`scheme://authority`): the events of a batch share a
+/// site and, within a session, a referrer, so most hosts are found here without parsing a URL.
+#[derive(Debug, Default)]
+pub struct Hosts {
+    recent: Vec<(String, String)>,
+}
+
+/// Origins remembered by [`Hosts`].
+const RECENT_HOSTS: usize = 4;
+
+impl Hosts {
+    /// The host of `url` without `www.`, lower-cased; empty when it has none or does not parse.
+    fn of(&mut self, url: &str) -> String {
+        if url.is_empty() {
+            return String::new();
+        }
+        let origin = origin(url);
+        if let Some((_, host)) = self.recent.iter().find(|(o, _)| o == origin) {
+            return host.clone();
+        }
+        let host = Url::parse(origin)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+            })
+            .unwrap_or_default();
+        if self.recent.len() == RECENT_HOSTS {
+            self.recent.remove(0);
+        }
+        self.recent.push((origin.to_string(), host.clone()));
+        host
+    }
+}
+
+/// `scheme://authority` of a URL: what its host is parsed from. A URL of another shape is
+/// returned whole.
+fn origin(url: &str) -> &str {
+    match url.find("://") {
+        Some(at) => {
+            let start = at + 3;
+            match url[start..].find(['/', '?', '#']) {
+                Some(end) => &url[..start + end],
+                None => url,
+            }
+        }
+        None => url,
+    }
+}
+
+pub fn classify(input: &TrafficInput<'_>, hosts: &mut Hosts) -> Traffic {
+    // The page URL is parsed whole only for what its path and query hold; its host comes from
+    // `hosts`.
+    let page = if input.page_path.is_empty() || input.page_url.contains('?') {
+        Url::parse(input.page_url).ok()
+    } else {
+        None
+    };
     let mut traffic = Traffic {
         page_path: if input.page_path.is_empty() {
             page.as_ref()
@@ -121,18 +177,9 @@ pub fn classify(input: &TrafficInput<'_>) -> Traffic {
             *slot = value.to_string();
         }
     }
-    let referrer_host = Url::parse(input.referrer)
-        .ok()
-        .and_then(|u| {
-            u.host_str()
-                .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
-        })
-        .unwrap_or_default();
-    let page_host = page.as_ref().and_then(|u| {
-        u.host_str()
-            .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
-    });
-    let internal = page_host.as_deref() == Some(referrer_host.as_str());
+    let referrer_host = hosts.of(input.referrer);
+    // Navigation within the site is not a referral; without a referrer there is nothing to tell.
+    let internal = !referrer_host.is_empty() && hosts.of(input.page_url) == referrer_host;
     traffic.channel = channel(&traffic, &referrer_host, internal, click_id);
     if !internal {
         traffic.referrer_host = referrer_host;
@@ -190,12 +237,53 @@ mod tests {
     use super::*;
 
     fn run(page_url: &str, referrer: &str, campaign: [&str; 5]) -> Traffic {
-        classify(&TrafficInput {
-            page_url,
-            page_path: "",
-            referrer,
-            campaign,
-        })
+        classify(
+            &TrafficInput {
+                page_url,
+                page_path: "",
+                referrer,
+                campaign,
+            },
+            &mut Hosts::default(),
+        )
+    }
+
+    #[test]
+    fn remembered_hosts_and_given_paths_change_no_result() {
+        // (page URL, referrer); the page path is the URL's, as SDKs send it.
+        let cases = [
+            ("https://s.example/a", "https://www.google.com/search?q=x"),
+            ("https://s.example/b", "https://S.example/a"),
+            ("https://s.example/c?utm_source=vk", ""),
+            ("https://s.example/d", "https://vk.com/feed"),
+            (
+                "https://other.example:8443/e#top",
+                "https://www.google.com/",
+            ),
+            ("https://s.example/f", "not a url"),
+            ("", "https://blog.other.org/post"),
+            ("https://s.example/g", "https://s.example/"),
+            ("https://s.example/h", "https://news.example/x?y=1"),
+            ("https://s.example/i", "https://t.me/channel"),
+            ("https://s.example/j", "https://www.google.com/search?q=y"),
+        ];
+        let mut hosts = Hosts::default();
+        for (page_url, referrer) in cases {
+            let path = Url::parse(page_url).map(|u| u.path().to_string());
+            let page_path = path.as_deref().unwrap_or_default();
+            let input = |page_path| TrafficInput {
+                page_url,
+                page_path,
+                referrer,
+                campaign: [""; 5],
+            };
+            let remembered = classify(&input(page_path), &mut hosts);
+            let fresh = classify(&input(""), &mut Hosts::default());
+            assert_eq!(remembered, fresh, "{page_url} from {referrer}");
+        }
+        assert_eq!(hosts.recent.len(), RECENT_HOSTS);
+        assert_eq!(origin("https://a.example:1/p?q#f"), "https://a.example:1");
+        assert_eq!(origin("mailto:x@y.example"), "mailto:x@y.example");
     }
 
     #[test]
