@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
-/// CPU time of the gateway's own work on event batches, measured in this process on one thread:
+/// Time of the gateway's own work on event batches, measured in this process on one thread:
 /// parsing, validation, enrichment and encoding for the write-ahead log. No network and no
 /// servers, so runs compare code, not machines' moods.
 #[derive(Debug, Clone)]
@@ -41,10 +41,7 @@ pub fn pipeline(
     rounds: usize,
 ) -> anyhow::Result<PipelineReport> {
     use crate::ingest::{enrich, http::parse_json, model::Rules, prepare};
-    let bodies: Vec<Vec<u8>> = crate::seed::batches(batches.max(1), batch_size, 99)
-        .into_iter()
-        .map(|b| serde_json::Value::Array(b).to_string().into_bytes())
-        .collect();
+    let bodies = event_bodies(batches.max(1), batch_size);
     let enricher = enrich::Enricher::new(settings)?;
     let critical = &settings.ingest.critical_events;
     let is_critical = |event: &str| critical.iter().any(|c| c == event);
@@ -283,15 +280,19 @@ impl Report {
     }
 }
 
+/// `count` request bodies of `batch_size` generated events each (JSON arrays), the same in every
+/// run and in both ingestion benchmarks.
+fn event_bodies(count: usize, batch_size: usize) -> Vec<Bytes> {
+    crate::seed::batches(count, batch_size, 99)
+        .into_iter()
+        .map(|b| Bytes::from(serde_json::Value::Array(b).to_string()))
+        .collect()
+}
+
 /// Runs the benchmark.
 pub async fn ingest(bench: &IngestBench) -> anyhow::Result<Report> {
     let distinct = bench.batches.clamp(1, 500);
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        crate::seed::batches(distinct, bench.batch_size, 99)
-            .into_iter()
-            .map(|b| Bytes::from(serde_json::Value::Array(b).to_string()))
-            .collect(),
-    );
+    let bodies: Arc<Vec<Bytes>> = Arc::new(event_bodies(distinct, bench.batch_size));
     if bodies.is_empty() {
         bail!("no batches generated");
     }
