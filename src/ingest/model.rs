@@ -160,8 +160,13 @@ fn dedup_members(members: &mut Object<'_>) {
     if members.len() < 2 {
         return;
     }
+    let small = members.len() <= PAIRWISE_DEDUP_MAX;
+    // Keys are nearly always unique: a small object is checked without allocating.
+    if small && (1..members.len()).all(|i| members[..i].iter().all(|m| m.0 != members[i].0)) {
+        return;
+    }
     // Index of the first occurrence of each member's key.
-    let first: Vec<usize> = if members.len() <= PAIRWISE_DEDUP_MAX {
+    let first: Vec<usize> = if small {
         (0..members.len())
             .map(|i| (0..i).find(|&j| members[j].0 == members[i].0).unwrap_or(i))
             .collect()

@@ -224,13 +224,12 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut tx = pool.begin().await.context("cannot begin a transaction")?;
-    let properties: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| serde_json::from_str(&r.properties).unwrap_or_default())
-        .collect();
+    // Properties go to Postgres as the text the gateway wrote; Postgres parses it into `jsonb`.
     let new: Vec<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO business_events (event_id, event, user_id, occurred_at, received_at, properties)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])
+         SELECT e, k, u, o, r, COALESCE(NULLIF(p, ''), '{}')::jsonb
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+              AS x(e, k, u, o, r, p)
          ON CONFLICT (event_id) DO NOTHING
          RETURNING event_id",
     )
@@ -239,16 +238,15 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
     .bind(rows.iter().map(|r| r.actor_id.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| time(r.timestamp)).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| time(r.received_at)).collect::<Vec<_>>())
-    .bind(&properties)
+    .bind(rows.iter().map(|r| r.properties.as_str()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await
     .context("cannot insert into business_events")?;
     let new: HashSet<uuid::Uuid> = new.into_iter().collect();
-    let fresh: Vec<(&EventRow, &serde_json::Value)> = rows
+    let fresh: Vec<(&EventRow, Picks)> = rows
         .iter()
-        .zip(&properties)
-        .filter(|(r, _)| new.contains(&r.event_id))
-        .map(|(r, p)| (*r, p))
+        .filter(|r| new.contains(&r.event_id))
+        .map(|r| (*r, Picks::of(r)))
         .collect();
     if fresh.is_empty() {
         tx.commit().await.context("cannot commit")?;
@@ -281,9 +279,9 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
             user.platform = &row.platform;
         }
         if !row.item_id.is_empty() {
-            let name = ["item_name", "product_name", "title"]
-                .iter()
-                .find_map(|k| props.get(*k).and_then(|v| v.as_str()))
+            let name = [&props.item_name, &props.product_name, &props.title]
+                .into_iter()
+                .find_map(|v| v.as_ref().and_then(|v| v.as_str()))
                 .unwrap_or_default();
             let product = products
                 .entry(row.item_id.as_str())
@@ -350,7 +348,7 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
         .iter()
         .filter(|(r, _)| super::enrich::REVENUE_EVENTS.contains(&r.event.as_str()))
         .map(|(r, p)| {
-            let order_id = match p.get("order_id") {
+            let order_id = match &p.order_id {
                 Some(serde_json::Value::String(s)) => s.clone(),
                 Some(serde_json::Value::Null) | None => String::new(),
                 Some(other) => other.to_string(),
@@ -380,6 +378,27 @@ pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
     }
     tx.commit().await.context("cannot commit")?;
     Ok(())
+}
+
+/// The properties the mirror reads, picked out of a row's properties text without building the
+/// rest of it.
+#[derive(Default, serde::Deserialize)]
+struct Picks {
+    item_name: Option<serde_json::Value>,
+    product_name: Option<serde_json::Value>,
+    title: Option<serde_json::Value>,
+    order_id: Option<serde_json::Value>,
+}
+
+impl Picks {
+    fn of(row: &EventRow) -> Self {
+        let wanted =
+            !row.item_id.is_empty() || super::enrich::REVENUE_EVENTS.contains(&row.event.as_str());
+        if !wanted {
+            return Self::default();
+        }
+        serde_json::from_str(&row.properties).unwrap_or_default()
+    }
 }
 
 struct UserFacts<'a> {

@@ -417,6 +417,17 @@ async fn purchases_are_mirrored_to_postgres_normalized_and_idempotently() {
             .await
             .unwrap();
     assert_eq!(product, ("dev-9".into(), "Space Game".into()));
+    let properties: (String, f64) = sqlx::query_as(
+        "SELECT properties->>'item_name', (properties->>'amount')::float8 FROM business_events",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        properties,
+        ("Space Game".into(), 1499.5),
+        "properties are kept as jsonb"
+    );
     let revenue = stored(&app, "event = 'purchase'").await;
     assert_eq!(
         (revenue[0].revenue, revenue[0].currency.as_str()),
