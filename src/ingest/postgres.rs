@@ -5,6 +5,7 @@
 //! limit, past which critical events are still stored in ClickHouse but not mirrored (counted as
 //! `chgate_ingest_postgres_dropped_total`). Writes are idempotent on `event_id`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +75,7 @@ impl PgMirror {
             match appended {
                 Ok(id) => segment = id,
                 Err(err) => {
-                    metrics::counter!("chgate_ingest_postgres_dropped_total")
+                    metrics::counter!("chgate_ingest_postgres_dropped_total", "reason" => "spool")
                         .increment(batch.rows.len() as u64);
                     tracing::error!(error = %err, rows = batch.rows.len(), "cannot spool events for Postgres; they are stored in ClickHouse only");
                     return;
@@ -98,7 +99,7 @@ impl PgMirror {
                     }
                 }),
                 None => {
-                    metrics::counter!("chgate_ingest_postgres_dropped_total")
+                    metrics::counter!("chgate_ingest_postgres_dropped_total", "reason" => "queue_full")
                         .increment(item.rows.len() as u64);
                 }
             }
@@ -131,14 +132,15 @@ async fn run(
         let batch: Vec<&EventRow> = items.iter().flat_map(|i| i.rows.iter()).collect();
         let mut backoff = Duration::from_millis(200);
         loop {
-            match write(&pool, &batch).await {
-                Ok(()) => {
+            match write_isolating(&pool, &batch).await {
+                Ok(set_aside) => {
                     if let Some(spool) = &spool {
                         for item in &items {
                             spool.mark_inserted(item.segment, item.rows.len() as u64);
                         }
                     }
-                    metrics::counter!("chgate_ingest_postgres_rows_total").increment(rows as u64);
+                    metrics::counter!("chgate_ingest_postgres_rows_total")
+                        .increment((rows - set_aside) as u64);
                     break;
                 }
                 Err(err) => {
@@ -180,11 +182,11 @@ async fn run_retirer(pool: PgPool, spool: Wal, stop: CancellationToken) {
                     .into_iter()
                     .flat_map(|b| b.rows)
                     .collect();
-                write(&pool, &rows.iter().collect::<Vec<_>>()).await
+                write_isolating(&pool, &rows.iter().collect::<Vec<_>>()).await
             }
             .await;
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     spool.with_segments(|s| {
                         if let Some(segment) = s.get_mut(&id) {
                             segment.needs_replay = false;
@@ -217,12 +219,110 @@ fn time(ms: i64) -> chrono::DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// Writes rows like [`write`]; when Postgres refuses the batch for its data (SQLSTATE classes 22
+/// and 23), writes the rows one by one and sets aside those it refuses, so one row cannot hold up
+/// the mirror. Set-aside rows stay in ClickHouse; they are logged with their `event_id` and counted
+/// in `chgate_ingest_postgres_dropped_total{reason="rejected"}`. Other errors are returned, to be
+/// retried. Returns how many rows were set aside.
+pub async fn write_isolating(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<usize> {
+    let Err(err) = write(pool, rows).await else {
+        return Ok(0);
+    };
+    if !refused_for_data(&err) {
+        return Err(err);
+    }
+    let mut set_aside = 0;
+    for row in rows {
+        if let Err(err) = write(pool, std::slice::from_ref(row)).await {
+            if !refused_for_data(&err) {
+                return Err(err);
+            }
+            set_aside += 1;
+            metrics::counter!("chgate_ingest_postgres_dropped_total", "reason" => "rejected")
+                .increment(1);
+            tracing::error!(event_id = %row.event_id, event = %row.event, error = %format!("{err:#}"), "Postgres refused a critical event; it is stored in ClickHouse only");
+        }
+    }
+    Ok(set_aside)
+}
+
+/// Whether Postgres refused the statement for the data itself (data exception or integrity
+/// constraint violation), which no retry can change.
+fn refused_for_data(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<sqlx::Error>())
+        .filter_map(|e| e.as_database_error())
+        .filter_map(|e| e.code())
+        .any(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+/// Postgres text and `jsonb` cannot hold U+0000, which JSON and ClickHouse strings can: in the
+/// mirror it becomes U+FFFD. Rows without it are passed through as they are.
+fn for_postgres(row: &EventRow) -> Cow<'_, EventRow> {
+    let texts = [
+        &row.event,
+        &row.actor_id,
+        &row.country,
+        &row.platform,
+        &row.item_id,
+        &row.developer_id,
+        &row.currency,
+    ];
+    let nul_in_properties = row.properties.contains("\\u0000");
+    if !nul_in_properties && !texts.iter().any(|t| t.contains('\0')) {
+        return Cow::Borrowed(row);
+    }
+    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+    let mut row = row.clone();
+    for text in [
+        &mut row.event,
+        &mut row.actor_id,
+        &mut row.country,
+        &mut row.platform,
+        &mut row.item_id,
+        &mut row.developer_id,
+        &mut row.currency,
+    ] {
+        if text.contains('\0') {
+            *text = clean(text);
+        }
+    }
+    if nul_in_properties {
+        if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&row.properties) {
+            replace_nul(&mut value, &clean);
+            row.properties = value.to_string();
+        }
+    }
+    Cow::Owned(row)
+}
+
+fn replace_nul(value: &mut serde_json::Value, clean: &impl Fn(&str) -> String) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = clean(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| replace_nul(v, clean)),
+        serde_json::Value::Object(map) => {
+            let members = std::mem::take(map);
+            *map = members
+                .into_iter()
+                .map(|(k, mut v)| {
+                    replace_nul(&mut v, clean);
+                    (if k.contains('\0') { clean(&k) } else { k }, v)
+                })
+                .collect();
+        }
+        _ => {}
+    }
+}
+
 /// Writes rows in one transaction with one statement per table; rows already mirrored (by
 /// `event_id`) are skipped, so replays change nothing.
 pub async fn write(pool: &PgPool, rows: &[&EventRow]) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
+    let cleaned: Vec<Cow<'_, EventRow>> = rows.iter().map(|r| for_postgres(r)).collect();
+    let rows: Vec<&EventRow> = cleaned.iter().map(|r| r.as_ref()).collect();
+    let rows = rows.as_slice();
     let mut tx = pool.begin().await.context("cannot begin a transaction")?;
     // Properties go to Postgres as the text the gateway wrote; Postgres parses it into `jsonb`.
     let new: Vec<uuid::Uuid> = sqlx::query_scalar(

@@ -435,6 +435,108 @@ async fn purchases_are_mirrored_to_postgres_normalized_and_idempotently() {
     );
 }
 
+/// Polls `query` until it returns a row (the mirror writes in the background).
+async fn mirrored<T>(pool: &sqlx::PgPool, query: &str) -> T
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    for _ in 0..100 {
+        if let Some(row) = sqlx::query_as::<_, T>(query)
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+        {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing mirrored for {query}");
+}
+
+#[tokio::test]
+async fn a_nul_character_reaches_postgres_as_a_replacement_and_does_not_hold_up_the_mirror() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("ingest").await;
+    let with_nul = json!({"event": "purchase", "user_id": "nul-buyer",
+        "properties": {"amount": 5, "currency": "USD", "item_id": "game\u{0}1", "note": "a\u{0}b", "order_id": "o\u{0}"}});
+    let after = json!({"event": "purchase", "user_id": "next-buyer",
+        "properties": {"amount": 7, "currency": "USD", "item_id": "game-2"}});
+
+    for event in [&with_nul, &after] {
+        let response = app.post_json("/v1/events?wait=true", &key, event).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    let pool = app.postgres().await;
+    let next: (String,) = mirrored(
+        &pool,
+        "SELECT item_id FROM orders WHERE user_id = 'next-buyer'",
+    )
+    .await;
+    assert_eq!(
+        next.0, "game-2",
+        "the mirror went on after the event with U+0000"
+    );
+    let nul: (String, String, String) = mirrored(
+        &pool,
+        "SELECT o.item_id, o.order_id, b.properties->>'note' FROM orders o \
+         JOIN business_events b USING (event_id) WHERE o.user_id = 'nul-buyer'",
+    )
+    .await;
+    assert_eq!(
+        nul,
+        (
+            "game\u{FFFD}1".into(),
+            "o\u{FFFD}".into(),
+            "a\u{FFFD}b".into()
+        )
+    );
+    let kept = stored(&app, "user_id = 'nul-buyer'").await;
+    assert!(
+        kept[0].properties.contains("a\\u0000b"),
+        "ClickHouse keeps the text as sent: {}",
+        kept[0].properties
+    );
+}
+
+#[tokio::test]
+async fn rows_postgres_refuses_are_set_aside_and_the_rest_of_the_batch_is_written() {
+    use chgate::ingest::row::EventRow;
+    let app = TestApp::spawn().await;
+    let pool = app.postgres().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let row = |user: &str, currency: &str| EventRow {
+        event_id: uuid::Uuid::new_v4(),
+        event: "purchase".into(),
+        timestamp: now,
+        received_at: now,
+        actor_id: user.into(),
+        user_id: user.into(),
+        properties: "{}".into(),
+        revenue: 3.0,
+        currency: currency.into(),
+        ..EventRow::default()
+    };
+    // `orders.currency` is CHAR(3): Postgres refuses the first row for its data.
+    let rows = [
+        row("refused", "DOLLARS"),
+        row("fine-1", "EUR"),
+        row("fine-2", "RUB"),
+    ];
+
+    let set_aside =
+        chgate::ingest::postgres::write_isolating(&pool, &rows.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+
+    assert_eq!(set_aside, 1);
+    let users: Vec<String> = sqlx::query_scalar("SELECT user_id FROM orders ORDER BY user_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, ["fine-1", "fine-2"]);
+}
+
 #[tokio::test]
 async fn a_purchase_without_an_amount_is_rejected_naming_the_property() {
     let app = TestApp::spawn().await;
