@@ -91,6 +91,34 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 impl AuditRecord {
+    /// Text as Postgres stores it: a caller's U+0000 (in SQL, a parameter, a header) must not make
+    /// the batch it is written in fail, and with it the records of everyone else.
+    fn storable(&mut self) {
+        use crate::storage::postgres::{json_without_nul, without_nul};
+        for text in [
+            &mut self.request_id,
+            &mut self.principal,
+            &mut self.role,
+            &mut self.ip,
+            &mut self.user_agent,
+            &mut self.action,
+            &mut self.resource,
+            &mut self.outcome,
+            &mut self.reason,
+        ] {
+            without_nul(text);
+        }
+        for text in [&mut self.sql_hash, &mut self.sql_text]
+            .into_iter()
+            .flatten()
+        {
+            without_nul(text);
+        }
+        if let Some(params) = &mut self.params {
+            json_without_nul(params);
+        }
+    }
+
     /// A record of `action` on `resource` by `principal` (if known) from `origin`.
     pub fn new(
         action: &str,
@@ -331,7 +359,8 @@ impl AuditLog {
     }
 
     /// Queues a record; never waits.
-    pub fn record(&self, record: AuditRecord) {
+    pub fn record(&self, mut record: AuditRecord) {
+        record.storable();
         if self.tx.try_send(record).is_err() {
             metrics::counter!("chgate_audit_dropped_total").increment(1);
         }

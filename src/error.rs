@@ -42,6 +42,12 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The work took longer than its limit.
+    #[error("{message}")]
+    Timeout { code: &'static str, message: String },
+    /// The request collides with another in progress.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// A bug or an unexpected infrastructure failure; the cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -85,6 +91,8 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,7 +104,9 @@ impl ApiError {
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::TooManyRequests { code, .. }
-            | Self::Unavailable { code, .. } => code,
+            | Self::Unavailable { code, .. }
+            | Self::Timeout { code, .. }
+            | Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Internal(_) => "internal_error",
         }

@@ -55,6 +55,27 @@ impl BiError {
         Self::new(164, "READONLY", StatusCode::FORBIDDEN, reason, message)
     }
 
+    /// A setting the role may not send (ClickHouse's own code for a settings constraint).
+    pub fn setting_refused(message: impl Into<String>) -> Self {
+        Self::new(
+            452,
+            "SETTING_CONSTRAINT_VIOLATION",
+            StatusCode::BAD_REQUEST,
+            "setting_not_allowed",
+            message,
+        )
+    }
+
+    pub fn unknown_format(message: impl Into<String>) -> Self {
+        Self::new(
+            73,
+            "UNKNOWN_FORMAT",
+            StatusCode::BAD_REQUEST,
+            "format_not_allowed",
+            message,
+        )
+    }
+
     pub fn unknown_database(database: &str) -> Self {
         Self::new(
             81,
@@ -75,11 +96,12 @@ impl BiError {
         )
     }
 
+    /// A request the endpoint does not serve (a 400: the request, not the server, is at fault).
     pub fn not_implemented(reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(
             48,
             "NOT_IMPLEMENTED",
-            StatusCode::NOT_IMPLEMENTED,
+            StatusCode::BAD_REQUEST,
             reason,
             message,
         )
@@ -158,6 +180,20 @@ impl From<ApiError> for BiError {
                 202,
                 "TOO_MANY_SIMULTANEOUS_QUERIES",
                 StatusCode::SERVICE_UNAVAILABLE,
+                reason,
+                message,
+            ),
+            ApiError::Timeout { .. } => Self::new(
+                159,
+                "TIMEOUT_EXCEEDED",
+                StatusCode::GATEWAY_TIMEOUT,
+                reason,
+                message,
+            ),
+            ApiError::Conflict { .. } => Self::new(
+                216,
+                "QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING",
+                StatusCode::CONFLICT,
                 reason,
                 message,
             ),

@@ -14,8 +14,11 @@
 pub mod error;
 pub mod settings;
 pub mod statement;
+mod upstream;
 
-use std::collections::BTreeMap;
+pub use upstream::Upstream;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,7 +40,7 @@ use crate::app::AppState;
 use crate::audit::{AuditRecord, Origin, Pending};
 use crate::auth::{Authorization, Principal};
 use crate::cache::{CacheStatus, ResultCache};
-use crate::config::ClickHouseSettings;
+use crate::sql::placeholders;
 
 /// URL parameters of ClickHouse's HTTP interface that are not settings and go through as sent.
 const TRANSPORT: &[&str] = &[
@@ -74,54 +77,6 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "upgrade",
 ];
-
-/// The ClickHouse server behind the endpoint; cheap to clone.
-#[derive(Clone)]
-pub struct Upstream {
-    client: reqwest::Client,
-    url: url::Url,
-    user: String,
-    password: String,
-}
-
-impl Upstream {
-    pub fn new(settings: &ClickHouseSettings) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Self {
-            client,
-            url: url::Url::parse(&settings.url)?,
-            user: settings.user.clone(),
-            password: settings.password.expose().to_string(),
-        })
-    }
-
-    async fn send(
-        &self,
-        pairs: &[(String, String)],
-        sql: String,
-        headers: HeaderMap,
-    ) -> Result<reqwest::Response, BiError> {
-        let mut url = self.url.clone();
-        url.query_pairs_mut().extend_pairs(pairs);
-        let mut request = self
-            .client
-            .post(url)
-            .headers(headers)
-            .header("x-clickhouse-user", &self.user)
-            .body(sql);
-        if !self.password.is_empty() {
-            request = request.header("x-clickhouse-key", &self.password);
-        }
-        request.send().await.map_err(|e| {
-            tracing::warn!(error = %e, "BI query: ClickHouse cannot be reached");
-            BiError::unavailable("ClickHouse cannot be reached; retry shortly")
-        })
-    }
-}
 
 /// The BI listener's router.
 pub fn router(state: AppState) -> Router {
@@ -280,11 +235,10 @@ fn identity(principal: &Principal) -> String {
     }
 }
 
-/// The client's `query_id` when it is a UUID (what drivers generate); otherwise prefixed with the
-/// caller's identity, so callers cannot collide with each other's ids; the request id when unsafe.
+/// The client's `query_id` prefixed with the caller's identity, so that no caller can collide with
+/// another's running query or learn that it runs; the request id when the client's is unsafe.
 fn query_id(client: Option<&str>, principal: &Principal, request_id: &str) -> String {
     match client.map(str::trim).filter(|id| !id.is_empty()) {
-        Some(id) if uuid::Uuid::parse_str(id).is_ok() => id.to_string(),
         Some(id) if safe_id(id) => format!("{}:{id}", identity(principal)),
         _ => request_id.to_string(),
     }
@@ -334,6 +288,8 @@ async fn read_sql(
 /// What goes to ClickHouse besides the SQL.
 struct Outgoing {
     pairs: Vec<(String, String)>,
+    /// The client's settings that go through, for their values to be checked.
+    settings: Vec<(String, String)>,
     dropped: Vec<String>,
     /// Parts of the request that decide the response, for the cache key.
     cache_parts: Vec<String>,
@@ -342,20 +298,29 @@ struct Outgoing {
 #[allow(clippy::too_many_arguments)]
 fn outgoing(
     params: &[(String, String)],
+    values: &BTreeSet<String>,
     plan: &Plan,
     role: &RolePolicy,
     principal: &Principal,
     database: &str,
     filters: Option<String>,
     user_agent: &str,
-) -> Outgoing {
+) -> Result<Outgoing, BiError> {
     let mut pairs = vec![("database".to_string(), database.to_string())];
     let mut sent_settings = Vec::new();
     for (name, value) in params {
         if CONSUMED.contains(&name.as_str()) {
             continue;
         }
-        if TRANSPORT.contains(&name.as_str()) || name.starts_with("param_") {
+        if let Some(placeholder) = name.strip_prefix("param_") {
+            // Only values of the placeholders the guard saw: a parameter ClickHouse would place
+            // somewhere the gateway's lexer did not see a placeholder never reaches it.
+            if values.contains(placeholder) {
+                pairs.push((name.clone(), value.clone()));
+            }
+        } else if name == "default_format" {
+            pairs.push((name.clone(), settings::check_format(value)?.to_string()));
+        } else if TRANSPORT.contains(&name.as_str()) {
             pairs.push((name.clone(), value.clone()));
         } else {
             sent_settings.push((name.clone(), value.clone()));
@@ -363,9 +328,12 @@ fn outgoing(
     }
     if let Some(format) = &plan.format {
         pairs.retain(|(k, _)| k != "default_format");
-        pairs.push(("default_format".into(), format.clone()));
+        pairs.push((
+            "default_format".into(),
+            settings::check_format(format)?.to_string(),
+        ));
     }
-    let decided = settings::decide(sent_settings, role);
+    let decided = settings::decide(sent_settings, role, &principal.role)?;
     let mut cache_parts: Vec<String> = pairs
         .iter()
         .chain(&decided.forwarded)
@@ -373,7 +341,7 @@ fn outgoing(
         .collect();
     cache_parts.sort();
     cache_parts.push(format!("max_result_rows={}", decided.max_result_rows));
-    pairs.extend(decided.forwarded);
+    pairs.extend(decided.forwarded.iter().cloned());
     let comment = serde_json::json!({
         "gateway": "chgate",
         "endpoint": "bi",
@@ -406,11 +374,12 @@ fn outgoing(
         cache_parts.push(filters.clone());
         pairs.push(("additional_table_filters".to_string(), filters));
     }
-    Outgoing {
+    Ok(Outgoing {
         pairs,
+        settings: decided.forwarded,
         dropped: decided.dropped,
         cache_parts,
-    }
+    })
 }
 
 /// Why a cached run did not produce a cacheable body.
@@ -455,7 +424,11 @@ async fn run(
         database,
         role: &role,
     };
-    let plan = statement::plan(&sql, &scope)?;
+    // Names given as parameters are put in place before the guard reads the statement.
+    let bound =
+        placeholders::bind_identifiers(&sql, |name| param(params, &format!("param_{name}")))
+            .map_err(|e| BiError::bad_arguments("invalid_parameter", e.to_string()))?;
+    let plan = statement::plan(&bound.sql, &scope)?;
     {
         let record = audit.record();
         *record = std::mem::take(record).with_sql(&sql);
@@ -475,7 +448,7 @@ async fn run(
             .collect();
         record.params = Some(serde_json::Value::Object(bound));
     }
-    settings::check_inline(&plan.settings, &role)?;
+    settings::check_inline(&plan.settings, &role, &principal.role)?;
     let mut filters: BTreeMap<String, String> =
         crate::access::row_filters(&role, principal, analytics, &plan.tables)?.tables;
     filters.extend(statement::visibility_filters(&scope));
@@ -487,8 +460,16 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let mut out = outgoing(
-        params, &plan, &role, principal, database, filters, user_agent,
-    );
+        params,
+        &bound.values,
+        &plan,
+        &role,
+        principal,
+        database,
+        filters,
+        user_agent,
+    )?;
+    state.upstream.check_settings(&out.settings).await?;
     out.pairs.push((
         "query_id".into(),
         query_id(param(params, "query_id"), principal, &request_id),
@@ -603,7 +584,7 @@ async fn streamed(
         .upstream
         .send(&out.pairs, plan.sql.clone(), forward)
         .await?;
-    let status = upstream.status();
+    let status = caller_status(upstream.status(), upstream.headers());
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     copy_headers(upstream.headers(), response.headers_mut());
@@ -637,6 +618,25 @@ async fn slot(
         .limiter
         .query_slot_within(principal, &role.limits, wait)
         .await?)
+}
+
+/// The status of ClickHouse's answer as the caller gets it: an error's code decides by the
+/// gateway's table (`storage::clickhouse_errors`), since ClickHouse answers many request errors
+/// with 500; codes not in the table keep ClickHouse's status.
+fn caller_status(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> reqwest::StatusCode {
+    if status.is_success() {
+        return status;
+    }
+    headers
+        .get("x-clickhouse-exception-code")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .and_then(crate::storage::clickhouse_errors::fault)
+        .and_then(|fault| reqwest::StatusCode::from_u16(fault.status()).ok())
+        .unwrap_or(status)
 }
 
 /// `result_rows` of `X-ClickHouse-Summary`, when ClickHouse knew it before the body.
@@ -775,7 +775,7 @@ async fn cached(
                     .send(&out.pairs, plan.sql.clone(), forward)
                     .await
                     .map_err(Failure::Refused)?;
-                let status = upstream.status();
+                let status = caller_status(upstream.status(), upstream.headers());
                 let headers = upstream.headers().clone();
                 let limit = state.settings.bi.max_cached_bytes;
                 let mut body = Vec::new();
@@ -895,9 +895,12 @@ mod tests {
     }
 
     #[test]
-    fn query_ids_are_kept_when_safe_and_prefixed_otherwise() {
+    fn query_ids_are_prefixed_with_the_caller_or_replaced_when_unsafe() {
         let id = "0b8a0a0e-3f3c-4c39-9a55-0b5b1d1f0a11";
-        assert_eq!(query_id(Some(id), &principal(), "req"), id);
+        assert_eq!(
+            query_id(Some(id), &principal(), "req"),
+            format!("grafanakey:{id}")
+        );
         assert_eq!(
             query_id(Some("mine"), &principal(), "req"),
             "grafanakey:mine"

@@ -1,41 +1,62 @@
-//! The settings policy of the BI endpoint: every setting a client sends (URL parameters, or a
-//! query's `SETTINGS` clause) is allowed, clamped to the role's maximum, or dropped. Drivers send
-//! settings of their own on every request (clickhouse-connect: `wait_end_of_query`,
-//! `send_progress_in_http_headers`, …; Grafana: `max_execution_time`), so refusing unknown ones
-//! would break them; dropping is the default and is reported in `X-Chgate-Dropped-Settings`.
+//! The settings policy of the BI endpoint, by allow-list: every setting a client sends (URL
+//! parameters, or a query's `SETTINGS` clause) is allowed, clamped to the role's maximum, or
+//! refused with a 400 naming it. Only two kinds are dropped instead of refused: the few settings
+//! drivers always send that the gateway sets itself ([`DRIVER_SET_BY_GATEWAY`]), and settings a
+//! role's rule says to drop; both are reported in `X-Chgate-Dropped-Settings`.
 //!
-//! A few settings belong to the gateway alone ([`is_fixed`]): its own value always wins, and no
-//! role rule can open them.
+//! Some settings are never the client's, whatever a role's rule says ([`is_fixed`]): those the
+//! gateway sets, those that name files on the server, and those that switch the analyzer or
+//! experimental features on which the row filters' and the guard's meaning rests.
+//! Output formats are an allow-list too ([`check_format`]).
 
 use super::error::BiError;
 use crate::access::policy::{RolePolicy, SettingAction, SettingRule};
 
-/// Settings the gateway sets itself. `format_schema`, `output_format_schema` (written by the
-/// server) and `format_template_*` name server files.
-const FIXED: &[&str] = &[
+/// Settings the gateway sets itself (or consumes), never the client.
+const GATEWAY: &[&str] = &[
     "readonly",
     "additional_table_filters",
     "additional_result_filter",
-    "log_comment",
     "allow_ddl",
-    "allow_introspection_functions",
     "allow_settings_after_format_in_insert",
-    "format_schema",
-    "output_format_schema",
-    "format_template_resultset",
-    "format_template_row",
-    "format_template_rows_between_delimiter",
-    "format_template_resultset_format",
-    "format_template_row_format",
-    "max_result_rows",
-    "max_execution_time",
     "cancel_http_readonly_queries_on_client_close",
-    "user_files_path",
     "profile",
+    "log_queries",
+    "log_query_threads",
+    "log_profile_events",
+    "send_logs_level",
+    "send_logs_source_regexp",
+    "max_concurrent_queries_for_user",
+    "max_concurrent_queries_for_all_users",
+    "readonly_settings",
 ];
 
-/// Harmless settings allowed to every role: transport, output formatting, and settings that only
-/// make a query stricter or change its semantics without reaching further.
+/// Parts of names that mark a setting naming a file, a directory or a schema on the server
+/// (`format_schema`, `format_template_resultset`, `user_files_path`, …).
+const FILE_MARKS: &[&str] = &["path", "file", "schema", "template", "directory", "_dir"];
+
+/// Prefixes of settings that switch the analyzer, the query planner's rules or experimental and
+/// unsafe features: the guard's and the row filters' meaning assume the server's defaults.
+const PLANNER_PREFIXES: &[&str] = &[
+    "enable_analyzer",
+    "allow_experimental_",
+    "allow_suspicious_",
+    "allow_deprecated_",
+    "allow_introspection_",
+    "allow_nondeterministic_",
+    "query_plan_",
+    "compatibility",
+    "enable_global_with_statement",
+    "optimize_rewrite_",
+    "use_structure_from_insertion_table",
+];
+
+/// Settings drivers send on every request that the gateway sets itself: dropped, not refused, so
+/// stock drivers keep working (clickhouse-connect sends this one with every query).
+const DRIVER_SET_BY_GATEWAY: &[&str] = &["cancel_http_readonly_queries_on_client_close"];
+
+/// Settings allowed to every role: transport and progress, output formatting, time zones, and
+/// semantics that reach no further than the query's own result or only make it stricter.
 const ALLOWED: &[&str] = &[
     "wait_end_of_query",
     "send_progress_in_http_headers",
@@ -46,6 +67,7 @@ const ALLOWED: &[&str] = &[
     "http_response_headers",
     "date_time_input_format",
     "date_time_output_format",
+    "date_time_overflow_behavior",
     "session_timezone",
     "use_client_time_zone",
     "join_use_nulls",
@@ -69,32 +91,137 @@ const ALLOWED: &[&str] = &[
     "timeout_overflow_mode",
     "max_rows_to_group_by",
     "group_by_overflow_mode",
-    "enable_analyzer",
-    "allow_experimental_analyzer",
     "final",
     "format_csv_delimiter",
     "format_csv_null_representation",
     "format_tsv_null_representation",
-    "date_time_64_output_format_cut_trailing_zeros_align_to_groups_of_thousands",
+    "cast_string_to_dynamic_use_inference",
 ];
 
-/// Allowed by prefix.
-const ALLOWED_PREFIXES: &[&str] = &["output_format_", "input_format_", "date_time_"];
+/// Families allowed by prefix: how results are written (files and schemas excluded by
+/// [`is_fixed`]).
+const ALLOWED_PREFIXES: &[&str] = &["output_format_"];
 
-/// Clamped to a role limit.
+/// Output formats a BI client may ask for: those that need no file or schema on the server.
+pub const FORMATS: &[&str] = &[
+    "TabSeparated",
+    "TabSeparatedRaw",
+    "TabSeparatedWithNames",
+    "TabSeparatedWithNamesAndTypes",
+    "TabSeparatedRawWithNames",
+    "TabSeparatedRawWithNamesAndTypes",
+    "TSV",
+    "TSVRaw",
+    "TSVWithNames",
+    "TSVWithNamesAndTypes",
+    "TSVRawWithNames",
+    "TSVRawWithNamesAndTypes",
+    "CSV",
+    "CSVWithNames",
+    "CSVWithNamesAndTypes",
+    "JSON",
+    "JSONStrings",
+    "JSONColumns",
+    "JSONColumnsWithMetadata",
+    "JSONCompact",
+    "JSONCompactStrings",
+    "JSONCompactColumns",
+    "JSONEachRow",
+    "PrettyJSONEachRow",
+    "JSONEachRowWithProgress",
+    "JSONStringsEachRow",
+    "JSONStringsEachRowWithProgress",
+    "JSONCompactEachRow",
+    "JSONCompactEachRowWithNames",
+    "JSONCompactEachRowWithNamesAndTypes",
+    "JSONCompactEachRowWithProgress",
+    "JSONCompactStringsEachRow",
+    "JSONCompactStringsEachRowWithNames",
+    "JSONCompactStringsEachRowWithNamesAndTypes",
+    "JSONObjectEachRow",
+    "JSONLines",
+    "NDJSON",
+    "TSKV",
+    "Pretty",
+    "PrettyNoEscapes",
+    "PrettyMonoBlock",
+    "PrettyNoEscapesMonoBlock",
+    "PrettyCompact",
+    "PrettyCompactNoEscapes",
+    "PrettyCompactMonoBlock",
+    "PrettyCompactNoEscapesMonoBlock",
+    "PrettySpace",
+    "PrettySpaceNoEscapes",
+    "PrettySpaceMonoBlock",
+    "PrettySpaceNoEscapesMonoBlock",
+    "Vertical",
+    "Markdown",
+    "XML",
+    "Values",
+    "SQLInsert",
+    "Native",
+    "RowBinary",
+    "RowBinaryWithNames",
+    "RowBinaryWithNamesAndTypes",
+    "Parquet",
+    "Arrow",
+    "ArrowStream",
+    "ORC",
+    "Avro",
+    "BSONEachRow",
+    "MsgPack",
+    "LineAsString",
+    "RawBLOB",
+    "ODBCDriver2",
+    "Prometheus",
+    "Null",
+];
+
+/// The format as ClickHouse spells it, when a BI client may ask for it; otherwise a 400 naming it.
+pub fn check_format(format: &str) -> Result<&'static str, BiError> {
+    FORMATS
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(format.trim()))
+        .copied()
+        .ok_or_else(|| {
+            BiError::unknown_format(format!(
+                "format {format:?} is not available through the BI endpoint: it is unknown, or it reads a schema or template file on the server; use one of {}",
+                FORMATS.join(", ")
+            ))
+        })
+}
+
+/// What the policy does with one setting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Rule {
     Allow,
     Drop,
     Clamp(f64),
+    Refuse,
 }
 
-/// Whether only the gateway may set `name`.
+/// Whether `name` is never the client's, whatever a role's rule says: set by the gateway, naming
+/// a server file, or switching the analyzer, planner rules or experimental features.
 pub fn is_fixed(name: &str) -> bool {
-    FIXED.contains(&name.to_ascii_lowercase().as_str())
+    let name = name.to_ascii_lowercase();
+    GATEWAY.contains(&name.as_str())
+        || matches!(
+            name.as_str(),
+            "log_comment" | "max_execution_time" | "max_result_rows"
+        )
+        || FILE_MARKS.iter().any(|m| name.contains(m))
+        || PLANNER_PREFIXES.iter().any(|p| name.starts_with(p))
+        || name == "allow_experimental_analyzer"
 }
 
 fn rule(name: &str, role: &RolePolicy) -> Rule {
+    if is_fixed(name) {
+        return if DRIVER_SET_BY_GATEWAY.contains(&name) {
+            Rule::Drop
+        } else {
+            Rule::Refuse
+        };
+    }
     match role.bi_settings.get(name) {
         Some(SettingRule::Named(SettingAction::Allow)) => return Rule::Allow,
         Some(SettingRule::Named(SettingAction::Drop)) => return Rule::Drop,
@@ -104,8 +231,59 @@ fn rule(name: &str, role: &RolePolicy) -> Rule {
     if ALLOWED.contains(&name) || ALLOWED_PREFIXES.iter().any(|p| name.starts_with(p)) {
         Rule::Allow
     } else {
-        Rule::Drop
+        Rule::Refuse
     }
+}
+
+/// The `system.settings` row filter for `role`: only the settings it may send are listed, so
+/// drivers that learn from `system.settings` what they may set (clickhouse-connect does) send
+/// nothing the policy refuses.
+pub fn listed_filter(role: &RolePolicy) -> String {
+    use crate::access::policy::sql_string;
+    let mut names: Vec<&str> = ALLOWED.to_vec();
+    names.extend(["max_execution_time", "max_result_rows", "log_comment"]);
+    names.extend(
+        role.bi_settings
+            .iter()
+            .filter(|(name, rule)| {
+                !is_fixed(name) && !matches!(rule, SettingRule::Named(SettingAction::Drop))
+            })
+            .map(|(name, _)| name.as_str()),
+    );
+    let names: Vec<String> = names.iter().map(|n| sql_string(n)).collect();
+    let families: Vec<String> = ALLOWED_PREFIXES
+        .iter()
+        .map(|p| format!("startsWith(name, {})", sql_string(p)))
+        .collect();
+    let files: Vec<String> = FILE_MARKS
+        .iter()
+        .map(|m| format!("position(lower(name), {}) > 0", sql_string(m)))
+        .collect();
+    format!(
+        "name IN ({}) OR (({}) AND NOT ({}))",
+        names.join(", "),
+        families.join(" OR "),
+        files.join(" OR ")
+    )
+}
+
+/// The 400 for a setting the role may not send.
+fn refused(name: &str, role_name: &str, inline: bool) -> BiError {
+    let lower = name.to_ascii_lowercase();
+    let why = if FILE_MARKS.iter().any(|m| lower.contains(m)) {
+        "it names a file or schema on the server".to_string()
+    } else if PLANNER_PREFIXES.iter().any(|p| lower.starts_with(p))
+        || lower == "allow_experimental_analyzer"
+    {
+        "it switches the analyzer, planner rules or experimental features, on which row filters and the SQL guard rest".to_string()
+    } else if is_fixed(&lower) {
+        "the gateway sets it itself".to_string()
+    } else if inline {
+        format!("only settings allowed outright may appear in a SETTINGS clause (a limit is sent as a URL parameter, where it is clamped to role {role_name:?}'s maximum)")
+    } else {
+        format!("it is not on the allow-list of role {role_name:?} (an administrator may allow it in config/access.toml, roles.{role_name}.bi_settings)")
+    };
+    BiError::setting_refused(format!("setting {name} may not be set: {why}"))
 }
 
 /// Settings after the policy: what goes to ClickHouse, and what was dropped.
@@ -120,8 +298,12 @@ pub struct Decided {
     pub client_comment: Option<String>,
 }
 
-/// Applies the policy to settings sent as URL parameters.
-pub fn decide(sent: Vec<(String, String)>, role: &RolePolicy) -> Decided {
+/// Applies the policy to settings sent as URL parameters: a 400 for the first one refused.
+pub fn decide(
+    sent: Vec<(String, String)>,
+    role: &RolePolicy,
+    role_name: &str,
+) -> Result<Decided, BiError> {
     let mut out = Decided {
         max_execution_secs: role.limits.max_execution_secs as f64,
         max_result_rows: role.limits.max_result_rows,
@@ -140,38 +322,36 @@ pub fn decide(sent: Vec<(String, String)>, role: &RolePolicy) -> Decided {
                 _ => {}
             },
             "log_comment" => out.client_comment = Some(value),
-            _ if is_fixed(&lower) => out.dropped.push(name),
             _ => match rule(&lower, role) {
                 Rule::Allow => out.forwarded.push((lower, value)),
                 Rule::Drop => out.dropped.push(name),
+                Rule::Refuse => return Err(refused(&name, role_name, false)),
                 Rule::Clamp(max) => match value.trim().parse::<f64>() {
                     Ok(v) if v <= max => out.forwarded.push((lower, value)),
                     Ok(_) => out.forwarded.push((lower, format_number(max))),
-                    Err(_) => out.dropped.push(name),
+                    Err(_) => {
+                        return Err(BiError::setting_refused(format!(
+                        "setting {name} must be a number (role {role_name:?} allows it up to {})",
+                        format_number(max)
+                    )))
+                    }
                 },
             },
         }
     }
-    out
+    Ok(out)
 }
 
 /// Checks the settings of a query's own `SETTINGS` clause: those override URL parameters, so only
 /// settings allowed outright may appear there.
-pub fn check_inline(settings: &[(String, String)], role: &RolePolicy) -> Result<(), BiError> {
+pub fn check_inline(
+    settings: &[(String, String)],
+    role: &RolePolicy,
+    role_name: &str,
+) -> Result<(), BiError> {
     for (name, _) in settings {
-        if is_fixed(name) || rule(name, role) != Rule::Allow {
-            let hint = if matches!(rule(name, role), Rule::Clamp(_))
-                || name == "max_execution_time"
-                || name == "max_result_rows"
-            {
-                " (send it as a URL parameter, where it is clamped to the role's limit)"
-            } else {
-                ""
-            };
-            return Err(BiError::readonly(
-                "setting_not_allowed",
-                format!("Cannot modify '{name}' setting in readonly mode: it may not be set in the query's SETTINGS clause{hint}"),
-            ));
+        if rule(&name.to_ascii_lowercase(), role) != Rule::Allow {
+            return Err(refused(name, role_name, true));
         }
     }
     Ok(())
@@ -215,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn driver_settings_pass_limits_clamp_and_the_rest_drops() {
+    fn driver_settings_pass_limits_clamp_and_what_the_gateway_sets_drops() {
         let decided = decide(
             sent(&[
                 ("wait_end_of_query", "1"),
@@ -224,13 +404,13 @@ mod tests {
                 ("max_threads", "64"),
                 ("join_algorithm", "hash"),
                 ("output_format_json_quote_64bit_integers", "1"),
-                ("additional_table_filters", "{}"),
-                ("readonly", "0"),
-                ("allow_experimental_funky", "1"),
+                ("cancel_http_readonly_queries_on_client_close", "1"),
                 ("log_comment", "grafana"),
             ]),
             &role(),
-        );
+            "analyst",
+        )
+        .unwrap();
         assert_eq!(
             decided.forwarded,
             sent(&[
@@ -245,25 +425,80 @@ mod tests {
             decided.dropped,
             vec![
                 "output_format_json_quote_64bit_integers",
-                "additional_table_filters",
-                "readonly",
-                "allow_experimental_funky"
+                "cancel_http_readonly_queries_on_client_close"
             ]
         );
         assert_eq!(decided.client_comment.as_deref(), Some("grafana"));
     }
 
     #[test]
+    fn settings_off_the_allow_list_are_refused_with_their_name() {
+        for name in [
+            "readonly",
+            "allow_ddl",
+            "additional_table_filters",
+            "some_unknown_setting",
+            "enable_analyzer",
+            "allow_experimental_analyzer",
+            "allow_experimental_funky",
+            "format_template_resultset",
+            "format_template_row",
+            "format_schema",
+            "output_format_schema",
+            "user_files_path",
+            "query_plan_enable_optimizations",
+            "compatibility",
+        ] {
+            let error = decide(sent(&[(name, "0")]), &role(), "analyst").unwrap_err();
+            assert_eq!((error.code, error.status.as_u16()), (452, 400), "{name}");
+            assert!(error.message.contains(name), "{name}: {}", error.message);
+        }
+        let error = decide(sent(&[("max_threads", "many")]), &role(), "analyst").unwrap_err();
+        assert!(error.message.contains("max_threads must be a number"));
+    }
+
+    #[test]
+    fn no_role_rule_opens_a_fixed_setting() {
+        let mut role = role();
+        for name in ["enable_analyzer", "format_schema", "readonly"] {
+            role.bi_settings
+                .insert(name.into(), SettingRule::Named(SettingAction::Allow));
+            assert!(is_fixed(name), "{name}");
+            assert!(
+                decide(sent(&[(name, "1")]), &role, "analyst").is_err(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn a_settings_clause_may_only_hold_allowed_settings() {
-        assert!(check_inline(&sent(&[("max_block_size", "10")]), &role()).is_ok());
+        assert!(check_inline(&sent(&[("max_block_size", "10")]), &role(), "analyst").is_ok());
         for name in [
             "additional_table_filters",
             "max_execution_time",
             "max_threads",
             "readonly",
+            "enable_analyzer",
+            "output_format_json_quote_64bit_integers",
         ] {
-            let error = check_inline(&sent(&[(name, "1")]), &role()).unwrap_err();
-            assert_eq!(error.code, 164, "{name}");
+            let error = check_inline(&sent(&[(name, "1")]), &role(), "analyst").unwrap_err();
+            assert_eq!(error.code, 452, "{name}");
+        }
+    }
+
+    #[test]
+    fn formats_come_from_the_allow_list_in_clickhouse_spelling() {
+        assert_eq!(check_format("native").unwrap(), "Native");
+        assert_eq!(check_format("JSONEachRow").unwrap(), "JSONEachRow");
+        for format in [
+            "Template",
+            "CapnProto",
+            "Protobuf",
+            "CustomSeparated",
+            "Nope",
+        ] {
+            assert_eq!(check_format(format).unwrap_err().code, 73, "{format}");
         }
     }
 }

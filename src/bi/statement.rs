@@ -159,6 +159,10 @@ pub fn visibility_filters(scope: &Scope<'_>) -> BTreeMap<String, String> {
             format!("({}){}", tables("table"), hidden_columns(scope)),
         ),
         (
+            "system.settings".to_string(),
+            super::settings::listed_filter(scope.role),
+        ),
+        (
             "system.table_functions".to_string(),
             format!("lower(name) IN ({})", quoted(SAFE_TABLE_FUNCTIONS)),
         ),
@@ -258,7 +262,7 @@ pub fn plan(sql: &str, scope: &Scope<'_>) -> Result<Plan, BiError> {
         if let Some(meta) = meta_statement(sql, &significant, scope)? {
             return Ok(match meta {
                 Meta::Pass(kind, tables) => plan(kind, text, tables),
-                Meta::Answer(kind, answer) => plan(kind, answer.to_string(), BTreeSet::new()),
+                Meta::Answer(kind, answer) => plan(kind, answer, BTreeSet::new()),
             });
         }
     }
@@ -357,8 +361,9 @@ fn readable(scope: &Scope<'_>) -> String {
 enum Meta {
     /// Run the statement as written.
     Pass(StatementKind, BTreeSet<String>),
-    /// Answer with this statement instead (the object is hidden from the role).
-    Answer(StatementKind, &'static str),
+    /// Answer with this statement instead (the object, or some of its columns, is hidden from
+    /// the role).
+    Answer(StatementKind, String),
 }
 
 /// A dotted name at `tokens[0..]`: `(database, name, tokens used)`.
@@ -370,6 +375,20 @@ fn qualified_name<'a>(sql: &'a str, tokens: &[Token]) -> Option<(Option<&'a str>
         [name, ..] => Some((None, name.ident(sql)?, 1)),
         [] => None,
     }
+}
+
+/// `DESCRIBE TABLE` of a table with hidden columns, answered from `system.columns` (whose row
+/// filter leaves the hidden columns out) with `DESCRIBE`'s column names and order; a column's TTL
+/// expression is not in `system.columns` and comes back empty.
+fn describe_visible(database: &str, table: &str) -> String {
+    format!(
+        "SELECT name, type, default_kind AS default_type, default_expression, comment, \
+         replaceRegexpOne(compression_codec, '^CODEC\\\\((.*)\\\\)$', '\\\\1') AS codec_expression, \
+         '' AS ttl_expression \
+         FROM system.columns WHERE database = {} AND table = {} ORDER BY position",
+        sql_string(database),
+        sql_string(table)
+    )
 }
 
 /// Recognizes the metadata statements BI clients send. `Ok(None)`: not one of them.
@@ -430,6 +449,18 @@ fn meta_statement(sql: &str, tokens: &[Token], scope: &Scope<'_>) -> Result<Opti
                 scope,
             ));
         }
+        if database == scope.analytics
+            && scope
+                .role
+                .bi_hidden_columns
+                .get(table)
+                .is_some_and(|columns| !columns.is_empty())
+        {
+            return Ok(Some(Meta::Answer(
+                StatementKind::Describe,
+                describe_visible(scope.analytics, table),
+            )));
+        }
         return Ok(Some(Meta::Pass(StatementKind::Describe, BTreeSet::new())));
     }
     if word(0, "exists") {
@@ -456,7 +487,7 @@ fn meta_statement(sql: &str, tokens: &[Token], scope: &Scope<'_>) -> Result<Opti
         return Ok(Some(if visible {
             Meta::Pass(StatementKind::Exists, BTreeSet::new())
         } else {
-            Meta::Answer(StatementKind::Exists, "SELECT toUInt8(0) AS result")
+            Meta::Answer(StatementKind::Exists, "SELECT toUInt8(0) AS result".into())
         }));
     }
     Ok(None)

@@ -180,6 +180,22 @@ pub struct ParamSpec {
 pub type Invalid = String;
 
 impl ParamSpec {
+    /// An optional parameter of ClickHouse type `ty` with no rules of its own.
+    pub fn of_type(ty: &str) -> Self {
+        Self {
+            ty_name: ty.into(),
+            required: false,
+            default: None,
+            description: String::new(),
+            allowed: None,
+            min: None,
+            max: None,
+            min_items: None,
+            max_items: None,
+            ty: ParamType::parse(ty),
+        }
+    }
+
     pub fn param_type(&self) -> ParamType {
         self.ty.unwrap_or(ParamType::Scalar(Scalar::String))
     }
@@ -325,15 +341,23 @@ fn coerce_scalar(
         Scalar::Date => {
             let t =
                 text.ok_or_else(|| format!("must be a date (YYYY-MM-DD), got {}", kind(value)))?;
-            let date = relative(t, now)
-                .map(|dt| dt.date_naive())
-                .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
-                .ok_or_else(|| format!("{t:?} is not a date (YYYY-MM-DD, today, today-7d)"))?;
+            let date = match relative(t, now) {
+                Some(moment) => moment?.date_naive(),
+                None => NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .map_err(|_| format!("{t:?} is not a date (YYYY-MM-DD, today, today-7d)"))?,
+            };
+            let (first, last) = DATE_RANGE;
+            if date < first || date > last {
+                return Err(format!(
+                    "{t:?} is {date}, outside the dates ClickHouse can store ({first} to {last})"
+                ));
+            }
             Ok(ParamValue::Str(date.format("%Y-%m-%d").to_string()))
         }
         Scalar::DateTime => {
             let t = text.ok_or_else(|| format!("must be a date-time, got {}", kind(value)))?;
             let parsed = relative(t, now)
+                .transpose()?
                 .or_else(|| {
                     chrono::DateTime::parse_from_rfc3339(t)
                         .ok()
@@ -355,6 +379,14 @@ fn coerce_scalar(
                         "{t:?} is not a date-time (RFC 3339, YYYY-MM-DD hh:mm:ss, now-24h, today)"
                     )
                 })?;
+            let (first, last) = DATE_TIME_RANGE;
+            let naive = parsed.naive_utc();
+            if naive < first || naive > last {
+                return Err(format!(
+                    "{t:?} is {}, outside the date-times ClickHouse can store ({first} to {last} UTC)",
+                    parsed.format("%Y-%m-%d %H:%M:%S")
+                ));
+            }
             Ok(ParamValue::Str(
                 parsed.format("%Y-%m-%d %H:%M:%S").to_string(),
             ))
@@ -362,8 +394,42 @@ fn coerce_scalar(
     }
 }
 
-/// `now`, `today`, and those followed by `±N` and a unit `m`, `h`, `d` or `w` (UTC).
-pub fn relative(text: &str, now: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
+/// The dates a ClickHouse `Date` holds.
+pub const DATE_RANGE: (NaiveDate, NaiveDate) = (
+    match NaiveDate::from_ymd_opt(1970, 1, 1) {
+        Some(d) => d,
+        None => NaiveDate::MIN,
+    },
+    match NaiveDate::from_ymd_opt(2149, 6, 6) {
+        Some(d) => d,
+        None => NaiveDate::MAX,
+    },
+);
+
+/// The moments a ClickHouse `DateTime` holds (UTC).
+pub const DATE_TIME_RANGE: (NaiveDateTime, NaiveDateTime) = (
+    match NaiveDate::from_ymd_opt(1970, 1, 1) {
+        Some(d) => match d.and_hms_opt(0, 0, 0) {
+            Some(t) => t,
+            None => NaiveDateTime::MIN,
+        },
+        None => NaiveDateTime::MIN,
+    },
+    match NaiveDate::from_ymd_opt(2106, 2, 7) {
+        Some(d) => match d.and_hms_opt(6, 28, 15) {
+            Some(t) => t,
+            None => NaiveDateTime::MAX,
+        },
+        None => NaiveDateTime::MAX,
+    },
+);
+
+/// `now`, `today`, and those followed by `±N` and a unit `s`, `m`, `h`, `d` or `w` (UTC).
+/// `None`: not a relative form; `Some(Err)`: a relative form whose offset cannot be applied.
+pub fn relative(
+    text: &str,
+    now: chrono::DateTime<Utc>,
+) -> Option<Result<chrono::DateTime<Utc>, Invalid>> {
     let (base, rest) = if let Some(rest) = text.strip_prefix("today") {
         (
             Utc.from_utc_datetime(&now.date_naive().and_hms_opt(0, 0, 0)?),
@@ -376,24 +442,35 @@ pub fn relative(text: &str, now: chrono::DateTime<Utc>) -> Option<chrono::DateTi
     };
     let rest = rest.trim();
     if rest.is_empty() {
-        return Some(base);
+        return Some(Ok(base));
     }
-    let (sign, amount) = match rest.split_at(1) {
+    let (sign, amount) = match rest.split_at_checked(1)? {
         ("-", a) => (-1, a.trim()),
         ("+", a) => (1, a.trim()),
         _ => return None,
     };
     let unit = amount.chars().last()?;
-    let n: i64 = amount[..amount.len() - 1].parse().ok()?;
+    let n: i64 = amount[..amount.len() - unit.len_utf8()].parse().ok()?;
     let delta = match unit {
-        's' => Duration::seconds(n),
-        'm' => Duration::minutes(n),
-        'h' => Duration::hours(n),
-        'd' => Duration::days(n),
-        'w' => Duration::weeks(n),
+        's' => Duration::try_seconds(n),
+        'm' => Duration::try_minutes(n),
+        'h' => Duration::try_hours(n),
+        'd' => Duration::try_days(n),
+        'w' => Duration::try_weeks(n),
         _ => return None,
     };
-    Some(base + delta * sign)
+    let moved = delta.and_then(|d| {
+        if sign < 0 {
+            base.checked_sub_signed(d)
+        } else {
+            base.checked_add_signed(d)
+        }
+    });
+    Some(
+        moved.ok_or_else(|| {
+            format!("{text:?} moves too far from {base}: the offset is out of range")
+        }),
+    )
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -406,18 +483,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(ty: &str) -> ParamSpec {
-        ParamSpec {
-            ty_name: ty.into(),
-            required: false,
-            default: None,
-            description: String::new(),
-            allowed: None,
-            min: None,
-            max: None,
-            min_items: None,
-            max_items: None,
-            ty: ParamType::parse(ty),
-        }
+        ParamSpec::of_type(ty)
     }
 
     fn now() -> chrono::DateTime<Utc> {
@@ -464,6 +530,37 @@ mod tests {
             datetime.coerce(&json!("2026-11-24T10:00:00+03:00"), now()),
             Ok(ParamValue::Str("2026-11-24 07:00:00".into()))
         );
+    }
+
+    #[test]
+    fn relative_dates_out_of_range_are_refused_not_computed() {
+        for (ty, text) in [
+            ("Date", "today+999999999w"),
+            ("Date", "today-999999d"),
+            ("Date", "now-9223372036854775807s"),
+            ("Date", "1969-12-31"),
+            ("Date", "2149-06-07"),
+            ("DateTime", "now-9223372036854775807s"),
+            ("DateTime", "now+9223372036854775807w"),
+            ("DateTime", "today-999999d"),
+            ("DateTime", "2106-02-07 06:28:16"),
+            ("DateTime", "1960-01-01T00:00:00Z"),
+        ] {
+            let error = spec(ty).coerce(&json!(text), now()).unwrap_err();
+            assert!(
+                error.contains("outside") || error.contains("out of range"),
+                "{ty} {text}: {error}"
+            );
+        }
+        assert_eq!(
+            spec("Date").coerce(&json!("2149-06-06"), now()),
+            Ok(ParamValue::Str("2149-06-06".into()))
+        );
+        assert_eq!(
+            spec("DateTime").coerce(&json!("1970-01-01 00:00:00"), now()),
+            Ok(ParamValue::Str("1970-01-01 00:00:00".into()))
+        );
+        assert!(spec("Date").coerce(&json!("today-é"), now()).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::row::EventRow;
 use super::wal::{Wal, WalBatch, WalError};
+use crate::storage::postgres::{json_without_nul, without_nul};
 
 struct Item {
     segment: u64,
@@ -272,7 +273,6 @@ fn for_postgres(row: &EventRow) -> Cow<'_, EventRow> {
     if !nul_in_properties && !texts.iter().any(|t| t.contains('\0')) {
         return Cow::Borrowed(row);
     }
-    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
     let mut row = row.clone();
     for text in [
         &mut row.event,
@@ -283,35 +283,15 @@ fn for_postgres(row: &EventRow) -> Cow<'_, EventRow> {
         &mut row.developer_id,
         &mut row.currency,
     ] {
-        if text.contains('\0') {
-            *text = clean(text);
-        }
+        without_nul(text);
     }
     if nul_in_properties {
         if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&row.properties) {
-            replace_nul(&mut value, &clean);
+            json_without_nul(&mut value);
             row.properties = value.to_string();
         }
     }
     Cow::Owned(row)
-}
-
-fn replace_nul(value: &mut serde_json::Value, clean: &impl Fn(&str) -> String) {
-    match value {
-        serde_json::Value::String(s) if s.contains('\0') => *s = clean(s),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| replace_nul(v, clean)),
-        serde_json::Value::Object(map) => {
-            let members = std::mem::take(map);
-            *map = members
-                .into_iter()
-                .map(|(k, mut v)| {
-                    replace_nul(&mut v, clean);
-                    (if k.contains('\0') { clean(&k) } else { k }, v)
-                })
-                .collect();
-        }
-        _ => {}
-    }
 }
 
 /// Writes rows in one transaction with one statement per table; rows already mirrored (by

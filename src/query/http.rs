@@ -411,11 +411,8 @@ async fn run(
         let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
         metrics::histogram!("chgate_query_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
-        let mut response = Response::new(super::stream_body(
-            running.cursor,
-            slot,
-            "a template result",
-        ));
+        let mut response =
+            Response::new(super::stream_body(running.cursor, slot, "a template result").await?);
         response.headers_mut().insert(
             "x-cache",
             HeaderValue::from_static(CacheStatus::Bypass.header()),

@@ -314,24 +314,28 @@ pub async fn run_json(
 }
 
 /// A ClickHouse result streamed as an HTTP body, chunk by chunk; `hold` (a query slot, say) lives
-/// as long as the stream.
-pub fn stream_body<H: Send + 'static>(
-    cursor: clickhouse::query::BytesCursor,
+/// as long as the stream. The first chunk is awaited here, so that a statement ClickHouse refuses
+/// at once is an error response with its own status rather than a 200 cut short.
+pub async fn stream_body<H: Send + 'static>(
+    mut cursor: clickhouse::query::BytesCursor,
     hold: H,
     what: &'static str,
-) -> axum::body::Body {
-    let stream =
-        futures_util::stream::unfold((cursor, hold), move |(mut cursor, hold)| async move {
-            match cursor.next().await {
-                Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), (cursor, hold))),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, what, "streaming a ClickHouse result failed");
-                    Some((Err(std::io::Error::other(e.to_string())), (cursor, hold)))
-                }
+) -> Result<axum::body::Body, ApiError> {
+    let first = cursor.next().await.map_err(|e| clickhouse_error(&e))?;
+    let rest = futures_util::stream::unfold((cursor, hold), move |(mut cursor, hold)| async move {
+        match cursor.next().await {
+            Ok(Some(bytes)) => Some((Ok::<_, std::io::Error>(bytes), (cursor, hold))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, what, "streaming a ClickHouse result failed");
+                Some((Err(std::io::Error::other(e.to_string())), (cursor, hold)))
             }
-        });
-    axum::body::Body::from_stream(stream)
+        }
+    });
+    let first = futures_util::stream::iter(first.map(Ok::<_, std::io::Error>));
+    Ok(axum::body::Body::from_stream(
+        futures_util::StreamExt::chain(first, rest),
+    ))
 }
 
 /// Reads a JSON result and reshapes it: `{query, version, meta, data, rows, statistics}`.
@@ -357,15 +361,6 @@ pub async fn collect_json(running: Running, template: &Template) -> Result<Value
     }))
 }
 
-/// The ClickHouse error code in a response's text (`Code: 159. DB::Exception: …`).
-pub fn error_code(text: &str) -> Option<u32> {
-    let rest = &text[text.find("Code: ")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Maps a ClickHouse failure of a template run onto the HTTP boundary.
 pub fn clickhouse_error(error: &clickhouse::error::Error) -> ApiError {
     let text = error.to_string();
@@ -375,50 +370,63 @@ pub fn clickhouse_error(error: &clickhouse::error::Error) -> ApiError {
         "result_too_large" => "too_large",
         "clickhouse_overloaded" => "overloaded",
         "clickhouse_unavailable" => "unavailable",
+        "query_value_rejected" => "value",
         _ => "other",
     };
     metrics::counter!("chgate_query_clickhouse_errors_total", "kind" => kind).increment(1);
     failure
 }
 
+/// A template's statement is the server's (its author's), so only failures caused by the values
+/// the caller gave, limits and ClickHouse's load reach the caller as such; the rest is a 500.
 fn classify_clickhouse_error(error: &clickhouse::error::Error, text: &str) -> ApiError {
-    match error_code(text) {
-        Some(159) => ApiError::Unavailable {
+    use crate::storage::clickhouse_errors::{code_in, fault, message_in, Fault};
+    let Some(code) = code_in(text) else {
+        return if matches!(error, clickhouse::error::Error::Network(_)) {
+            ApiError::Unavailable {
+                code: "clickhouse_unavailable",
+                message: "ClickHouse cannot be reached; retry shortly".into(),
+                retry_after: Some(std::time::Duration::from_secs(2)),
+            }
+        } else {
+            ApiError::Internal(anyhow::anyhow!("ClickHouse query failed: {text}"))
+        };
+    };
+    match fault(code) {
+        Some(Fault::Timeout) => ApiError::Timeout {
             code: "query_timeout",
             message: "the query took longer than this template's max_execution_secs; narrow the time range".into(),
-            retry_after: None,
         },
-        Some(158 | 396) => ApiError::bad_request(
+        Some(Fault::TooLarge) => ApiError::bad_request(
             "result_too_large",
             "the result has more rows than this template's max_rows; narrow the parameters",
         ),
-        Some(241 | 202 | 203) => ApiError::Unavailable {
+        Some(Fault::Value) => ApiError::bad_request(
+            "query_value_rejected",
+            format!(
+                "the query cannot run with these parameter values: {}",
+                message_in(text)
+            ),
+        ),
+        Some(Fault::Overloaded) => ApiError::Unavailable {
             code: "clickhouse_overloaded",
             message: "ClickHouse is out of memory or connections for this query; retry later".into(),
             retry_after: Some(std::time::Duration::from_secs(5)),
         },
-        Some(code) => ApiError::Internal(anyhow::anyhow!("ClickHouse error {code}: {text}")),
-        None if matches!(error, clickhouse::error::Error::Network(_)) => ApiError::Unavailable {
+        Some(Fault::Unavailable) => ApiError::Unavailable {
             code: "clickhouse_unavailable",
-            message: "ClickHouse cannot be reached; retry shortly".into(),
+            message: "ClickHouse cannot reach a part of itself; retry shortly".into(),
             retry_after: Some(std::time::Duration::from_secs(2)),
         },
-        None => ApiError::Internal(anyhow::anyhow!("ClickHouse query failed: {text}")),
+        Some(Fault::Statement | Fault::Missing | Fault::Denied | Fault::Conflict) | None => {
+            ApiError::Internal(anyhow::anyhow!("ClickHouse error {code}: {text}"))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_codes_are_read_from_clickhouse_messages() {
-        assert_eq!(
-            error_code("bad response: Code: 159. DB::Exception: Timeout exceeded"),
-            Some(159)
-        );
-        assert_eq!(error_code("network error"), None);
-    }
 
     #[test]
     fn formats_come_from_names_and_accept_headers() {

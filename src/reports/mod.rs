@@ -214,6 +214,7 @@ pub fn resolve_params(
         let Some(when) = crate::catalog::params::relative(text, at) else {
             continue;
         };
+        let when = when.map_err(|e| format!("params.{name}: {e}"))?;
         if let Some(resolved) = param_text(param, when) {
             *value = Value::String(resolved);
         }

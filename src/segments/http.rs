@@ -462,7 +462,8 @@ pub async fn export(
         )
         .into_response());
     }
-    let mut response = Response::new(crate::query::stream_body(cursor, (), "a segment export"));
+    let mut response =
+        Response::new(crate::query::stream_body(cursor, (), "a segment export").await?);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

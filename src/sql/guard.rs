@@ -93,6 +93,13 @@ pub const DENIED_FUNCTIONS: &[&str] = &[
     "fuzzquery",
     "mergetreeindex",
     "mergetreeprojection",
+    // Metadata and server files by name, outside the statement's own tables.
+    "hascolumnintable",
+    "getmacro",
+    "getserversetting",
+    "getmergetreesetting",
+    "catboostevaluate",
+    "naivebayesclassifier",
 ];
 
 /// What a statement may touch.

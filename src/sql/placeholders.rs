@@ -2,7 +2,83 @@
 //! quoted identifiers and comments — so the guard parses exactly the SQL that will run, with each
 //! placeholder replaced by a neutral expression.
 
+use std::collections::BTreeSet;
+
 use super::lexer;
+
+/// The one parameter type whose value ClickHouse places into a query as a name (a column, a
+/// table) rather than as a value.
+pub const IDENTIFIER_TYPE: &str = "Identifier";
+
+/// Why `{name:Identifier}` placeholders could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("param_{0}: the query uses {{{0}:Identifier}} but sends no param_{0}")]
+    Missing(String),
+    #[error("param_{name}: an Identifier parameter must be a plain name (a letter or _, then letters, digits or _; at most 128 characters), got {value:?}")]
+    NotAName { name: String, value: String },
+    #[error("{{{name}:{ty}}}: Identifier may only be used as a whole parameter type")]
+    NestedIdentifier { name: String, ty: String },
+}
+
+/// A query whose `{name:Identifier}` placeholders were replaced by their values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The text that runs: names in place, value placeholders (`{name:Type}`) left for ClickHouse.
+    pub sql: String,
+    /// Names of the value placeholders still in the text: the only parameters ClickHouse needs.
+    pub values: BTreeSet<String>,
+}
+
+/// Replaces every `{name:Identifier}` placeholder by its parameter's value as a quoted name, so
+/// the guard reads the names that will run instead of a placeholder ClickHouse fills in later.
+/// Values must be plain names; a type that merely contains `Identifier` is refused.
+pub fn bind_identifiers<'a>(
+    sql: &str,
+    value: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Bound, BindError> {
+    let mut out = String::with_capacity(sql.len());
+    let mut values = BTreeSet::new();
+    let mut copy_from = 0;
+    for token in lexer::tokens(sql) {
+        if token.start < copy_from || !token.is_symbol(sql, '{') {
+            continue;
+        }
+        let Some((name, ty, len)) = parse_placeholder(&sql[token.start..]) else {
+            continue;
+        };
+        if ty == IDENTIFIER_TYPE {
+            let given = value(&name).ok_or_else(|| BindError::Missing(name.clone()))?;
+            if !is_plain_name(given) {
+                return Err(BindError::NotAName {
+                    name,
+                    value: given.to_string(),
+                });
+            }
+            out.push_str(&sql[copy_from..token.start]);
+            out.push('`');
+            out.push_str(given);
+            out.push('`');
+            copy_from = token.start + len;
+        } else if ty.to_ascii_lowercase().contains("identifier") {
+            return Err(BindError::NestedIdentifier { name, ty });
+        } else {
+            values.insert(name);
+        }
+    }
+    out.push_str(&sql[copy_from.min(sql.len())..]);
+    Ok(Bound { sql: out, values })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes: a name that needs no escaping inside backquotes.
+fn is_plain_name(text: &str) -> bool {
+    text.len() <= 128
+        && text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// One `{name:Type}` placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +171,41 @@ mod tests {
             ]
         );
         assert_eq!(sql, "SELECT (NULL), x IN (NULL)\nWHERE t > (NULL)");
+    }
+
+    #[test]
+    fn identifier_placeholders_are_bound_as_quoted_names_and_values_are_left() {
+        let params = |name: &str| match name {
+            "c" => Some("user_id"),
+            "t" => Some("events_buffer"),
+            "bad" => Some("x` FROM secret --"),
+            _ => None,
+        };
+        let bound = bind_identifiers(
+            "SELECT {c:Identifier}, '{c:Identifier}' FROM events WHERE 1 IN { t : Identifier } AND d = {d:Date}",
+            params,
+        )
+        .unwrap();
+        assert_eq!(
+            bound.sql,
+            "SELECT `user_id`, '{c:Identifier}' FROM events WHERE 1 IN `events_buffer` AND d = {d:Date}"
+        );
+        assert_eq!(bound.values, BTreeSet::from(["d".to_string()]));
+        assert_eq!(
+            bind_identifiers("SELECT {bad:Identifier}", params).unwrap_err(),
+            BindError::NotAName {
+                name: "bad".into(),
+                value: "x` FROM secret --".into()
+            }
+        );
+        assert_eq!(
+            bind_identifiers("SELECT {zz:Identifier}", params).unwrap_err(),
+            BindError::Missing("zz".into())
+        );
+        assert!(matches!(
+            bind_identifiers("SELECT {c:Nullable(Identifier)}", params).unwrap_err(),
+            BindError::NestedIdentifier { .. }
+        ));
     }
 
     #[test]

@@ -42,3 +42,33 @@ impl Postgres {
         Ok(())
     }
 }
+
+/// Postgres text and `jsonb` cannot hold U+0000, which JSON, HTTP input and ClickHouse strings
+/// can: it becomes U+FFFD on its way into Postgres (a check only when there is none).
+pub fn without_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
+/// [`without_nul`] for every string and key of a JSON value.
+pub fn json_without_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => without_nul(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(json_without_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let members = std::mem::take(map);
+                *map = members
+                    .into_iter()
+                    .map(|(mut k, v)| {
+                        without_nul(&mut k);
+                        (k, v)
+                    })
+                    .collect();
+            }
+            map.values_mut().for_each(json_without_nul);
+        }
+        _ => {}
+    }
+}

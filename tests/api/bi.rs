@@ -11,18 +11,18 @@ use crate::helpers::{TestApp, JWT_SECRET};
 use crate::native;
 
 /// A BI response: status, headers, body.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -30,14 +30,14 @@ impl Answer {
     }
 
     /// The ClickHouse error code of a refusal.
-    fn code(&self) -> u32 {
+    pub(crate) fn code(&self) -> u32 {
         self.header("x-clickhouse-exception-code")
             .parse()
             .unwrap_or(0)
     }
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Answer {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Answer {
     let response = request.send().await.expect("request is sent");
     Answer {
         status: response.status().as_u16(),
@@ -47,7 +47,7 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
 }
 
 /// `POST /?params` with `sql` as the body and the key as the Basic password.
-async fn bi(app: &TestApp, key: &str, params: &[(&str, &str)], sql: &str) -> Answer {
+pub(crate) async fn bi(app: &TestApp, key: &str, params: &[(&str, &str)], sql: &str) -> Answer {
     send(
         app.client
             .post(format!("{}/", app.bi_address))
@@ -66,7 +66,7 @@ async fn query_log(app: &TestApp, query_id: &str) -> (String, String, String) {
     let client = app.clickhouse();
     client.query("SYSTEM FLUSH LOGS").execute().await.unwrap();
     client
-        .query("SELECT Settings['max_execution_time'], Settings['max_threads'], log_comment FROM system.query_log WHERE query_id = ? AND type = 'QueryFinish' LIMIT 1")
+        .query("SELECT Settings['max_execution_time'], Settings['max_threads'], log_comment FROM system.query_log WHERE endsWith(query_id, concat(':', ?)) AND type = 'QueryFinish' LIMIT 1")
         .bind(query_id)
         .fetch_one()
         .await
@@ -154,10 +154,11 @@ async fn the_endpoint_speaks_clickhouse_http_and_passes_responses_through_unchan
     );
     assert_eq!(joined.header("x-clickhouse-format"), "CSV");
     assert_eq!(json.text(), "{\"one\":1}\n");
-    assert_eq!(
-        kept.header("x-clickhouse-query-id"),
-        id,
-        "a UUID query id is kept"
+    assert!(
+        kept.header("x-clickhouse-query-id")
+            .ends_with(&format!(":{id}")),
+        "a UUID query id is prefixed with the caller's identity too: {}",
+        kept.header("x-clickhouse-query-id")
     );
     assert!(
         prefixed
@@ -287,13 +288,13 @@ async fn writes_foreign_tables_functions_and_filter_overrides_are_refused_like_c
         ("SELECT * FROM merge(currentDatabase(), '.*')", 403, 497),
         (
             "SELECT * FROM dau_daily SETTINGS additional_table_filters = {}",
-            403,
-            164,
+            400,
+            452,
         ),
         (
             "SELECT * FROM dau_daily SETTINGS max_execution_time = 100000",
-            403,
-            164,
+            400,
+            452,
         ),
         ("SELECT 1; SELECT 2", 400, 62),
         ("SELECT * FROM dau_daily INTO OUTFILE '/tmp/x'", 400, 62),
@@ -353,15 +354,16 @@ async fn row_filters_hold_against_subqueries_aliases_unions_functions_and_overri
     for sql in &attempts {
         // Within the developer role's request rate (5/s, burst 10).
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let answer = bi(
-            &app,
-            &key,
-            &[("additional_table_filters", overriding.as_str())],
-            sql,
-        )
-        .await;
+        let answer = bi(&app, &key, &[], sql).await;
         counts.push((answer.status, answer.text()));
     }
+    let overridden = bi(
+        &app,
+        &key,
+        &[("additional_table_filters", overriding.as_str())],
+        "SELECT count() FROM events",
+    )
+    .await;
     let developers = bi(&app, &key, &[], "SELECT DISTINCT developer_id FROM events").await;
     let other_table = bi(&app, &key, &[], "SELECT count() FROM dau_daily").await;
     let system_trick = bi(
@@ -424,6 +426,13 @@ async fn row_filters_hold_against_subqueries_aliases_unions_functions_and_overri
         assert_eq!(*status, 200, "{sql}: {text}");
         assert_eq!(text, "3\n", "{sql}");
     }
+    assert_eq!(
+        (overridden.status, overridden.code()),
+        (400, 452),
+        "the row filters cannot be replaced: {}",
+        overridden.text()
+    );
+    assert!(overridden.text().contains("additional_table_filters"));
     assert_eq!(developers.text(), "dev-1\n");
     assert_eq!(other_table.code(), 497, "{}", other_table.text());
     assert_eq!(
@@ -553,9 +562,7 @@ async fn client_settings_are_allowed_clamped_or_dropped_and_queries_are_attribut
                 ("max_threads", "64"),
                 ("send_progress_in_http_headers", "1"),
                 ("wait_end_of_query", "1"),
-                ("readonly", "0"),
-                ("allow_ddl", "1"),
-                ("some_unknown_setting", "1"),
+                ("cancel_http_readonly_queries_on_client_close", "1"),
                 ("log_comment", "panel 7"),
             ])
             .body("SELECT count() FROM numbers(10)"),
@@ -571,7 +578,46 @@ async fn client_settings_are_allowed_clamped_or_dropped_and_queries_are_attribut
     );
     assert_eq!(
         answer.header("x-chgate-dropped-settings"),
-        "readonly,allow_ddl,some_unknown_setting"
+        "cancel_http_readonly_queries_on_client_close",
+        "what drivers send and the gateway sets itself is dropped, not refused"
+    );
+    let mut refused = Vec::new();
+    for (name, value) in [
+        ("readonly", "0"),
+        ("allow_ddl", "1"),
+        ("some_unknown_setting", "1"),
+        ("enable_analyzer", "0"),
+        ("allow_experimental_analyzer", "0"),
+        ("format_template_resultset", "/etc/passwd"),
+        ("format_schema", "x.proto:M"),
+        ("user_files_path", "/"),
+    ] {
+        let answer = bi(&app, &key, &[(name, value)], "SELECT 1").await;
+        refused.push((name, answer.status, answer.code(), answer.text()));
+    }
+    let inline = bi(
+        &app,
+        &key,
+        &[],
+        "SELECT 1 FROM numbers(1) SETTINGS enable_analyzer = 0",
+    )
+    .await;
+    let template_format = bi(&app, &key, &[("default_format", "Template")], "SELECT 1").await;
+    for (name, status, code, text) in refused {
+        assert_eq!((status, code), (400, 452), "{name}: {text}");
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert_eq!(
+        (inline.status, inline.code()),
+        (400, 452),
+        "{}",
+        inline.text()
+    );
+    assert_eq!(
+        (template_format.status, template_format.code()),
+        (400, 73),
+        "{}",
+        template_format.text()
     );
     assert_eq!(
         max_execution_time, "120",

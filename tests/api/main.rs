@@ -9,6 +9,7 @@
 
 mod access;
 mod alerts;
+mod attacks;
 mod audit;
 mod bi;
 mod cache;
@@ -21,6 +22,7 @@ mod keys;
 mod limits;
 mod migrations;
 mod native;
+mod properties;
 mod queries;
 mod reference;
 mod reports;
