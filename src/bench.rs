@@ -40,7 +40,7 @@ pub fn pipeline(
     batch_size: usize,
     rounds: usize,
 ) -> anyhow::Result<PipelineReport> {
-    use crate::ingest::{enrich, http::parse_json, model::Rules, prepare};
+    use crate::ingest::{enrich, http::parse_json, model::Rules, prepare, sender::Sender};
     let bodies = event_bodies(batches.max(1), batch_size);
     let enricher = enrich::Enricher::new(settings)?;
     let critical = &settings.ingest.critical_events;
@@ -54,12 +54,13 @@ pub fn pipeline(
                 settings: &settings.ingest,
                 now_ms,
                 enforce_window: true,
-                trust_context_ip: false,
+                trust_context_ip: Sender::Client.trusts_context_ip(),
                 allowed_events: &[],
             };
             let facts = enrich::RequestFacts {
                 client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                 user_agent: "chgate-bench".into(),
+                sender: Sender::Client,
                 received_at_ms: now_ms,
             };
             let values = parse_json(body).map_err(|e| anyhow::anyhow!("{e}"))?;

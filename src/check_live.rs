@@ -29,6 +29,7 @@ use crate::config::{Settings, WalMode};
 use crate::ingest::enrich::{Enricher, Outcome, RequestFacts};
 use crate::ingest::model::{self, Rules};
 use crate::ingest::row::EventRow;
+use crate::ingest::sender::Sender;
 use crate::migrate::ClickHouseMigrator;
 use crate::storage::clickhouse::base_client;
 
@@ -270,7 +271,7 @@ pub async fn load_events_into(
         settings: &settings.ingest,
         now_ms: chrono::Utc::now().timestamp_millis(),
         enforce_window: false,
-        trust_context_ip: true,
+        trust_context_ip: Sender::Server.trusts_context_ip(),
         allowed_events: &[],
     };
     let mut valid = Vec::new();
@@ -283,6 +284,8 @@ pub async fn load_events_into(
     let facts = RequestFacts {
         client_ip: None,
         user_agent: String::new(),
+        // The operator's own data, trusted as a server key is.
+        sender: Sender::Server,
         received_at_ms: rules.now_ms,
     };
     let mut rows: Vec<EventRow> = Vec::new();

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::config::{Settings, WalMode};
 use crate::ingest::enrich::RequestFacts;
 use crate::ingest::model::Rules;
+use crate::ingest::sender::Sender;
 use crate::ingest::{Backpressure, Pipeline, Workers};
 use crate::storage::clickhouse::ClickHouse;
 use crate::storage::postgres::Postgres;
@@ -119,12 +120,14 @@ impl Loader {
             settings: &self.settings.ingest,
             now_ms: chrono::Utc::now().timestamp_millis(),
             enforce_window: false,
-            trust_context_ip: true,
+            trust_context_ip: Sender::Server.trusts_context_ip(),
             allowed_events: &[],
         };
         let facts = RequestFacts {
             client_ip: None,
             user_agent: String::new(),
+            // The operator's own data, trusted as a server key is.
+            sender: Sender::Server,
             received_at_ms: rules.now_ms,
         };
         self.summary.read += values.len() as u64;

@@ -15,14 +15,12 @@ use serde_json::{Map, Value};
 
 use super::enrich::{net, RequestFacts};
 use super::model::{visit_scalars_as_kind, RawEvent, Rejection, Rules};
+use super::sender::Sender;
 use super::{segment, Backpressure, BatchResult, RejectedEvent};
 use crate::access::policy::RolePolicy;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-
-/// Roles whose keys are server-side and trusted to state `context.ip`.
-pub const TRUSTED_ROLES: &[&str] = &["service", "admin"];
 
 #[derive(Debug, Default, Deserialize)]
 pub struct IngestQuery {
@@ -73,13 +71,8 @@ pub async fn events(
         values.len() + parse_errors.len(),
         values.len(),
     )?;
-    let facts = facts(&state, peer, &headers);
-    let rules = rules(
-        &state,
-        &principal,
-        facts.received_at_ms,
-        &role.ingest_events,
-    );
+    let facts = facts(&state, &principal, peer, &headers);
+    let rules = rules(&state, &facts, &role.ingest_events);
     // NDJSON lines that failed to parse keep their positions in the response.
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
     respond(result.map(|r| remap(r, &positions, parse_errors)), wait)
@@ -180,13 +173,8 @@ async fn segment_ingest(
     let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     admit(&state, &principal, &role, messages.len(), messages.len())?;
-    let facts = facts(&state, peer, &headers);
-    let rules = rules(
-        &state,
-        &principal,
-        facts.received_at_ms,
-        &role.ingest_events,
-    );
+    let facts = facts(&state, &principal, peer, &headers);
+    let rules = rules(&state, &facts, &role.ingest_events);
     let mut mapped = Vec::with_capacity(messages.len());
     let mut positions = Vec::with_capacity(messages.len());
     let mut rejected = Vec::new();
@@ -266,23 +254,24 @@ async fn authorize(
     Ok(role)
 }
 
-fn rules<'a>(
-    state: &'a AppState,
-    principal: &Principal,
-    now_ms: i64,
-    allowed_events: &'a [String],
-) -> Rules<'a> {
+fn rules<'a>(state: &'a AppState, facts: &RequestFacts, allowed_events: &'a [String]) -> Rules<'a> {
     Rules {
         settings: &state.pipeline.settings,
-        now_ms,
+        now_ms: facts.received_at_ms,
         enforce_window: true,
-        trust_context_ip: TRUSTED_ROLES.contains(&principal.role.as_str()),
+        trust_context_ip: facts.sender.trusts_context_ip(),
         allowed_events,
     }
 }
 
-fn facts(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> RequestFacts {
+fn facts(
+    state: &AppState,
+    principal: &Principal,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> RequestFacts {
     RequestFacts {
+        sender: Sender::of_role(&principal.role),
         client_ip: Some(net::client_ip(
             peer.ip(),
             headers,

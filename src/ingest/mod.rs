@@ -7,6 +7,7 @@ pub mod model;
 pub mod postgres;
 pub mod row;
 pub mod segment;
+pub mod sender;
 pub mod wal;
 pub mod writer;
 

@@ -28,4 +28,5 @@ mod reference;
 mod reports;
 mod rollups;
 mod segments;
+mod server_side;
 mod settings;

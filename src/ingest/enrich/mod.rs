@@ -18,6 +18,7 @@ use self::pii::Pii;
 use self::ua::UaParser;
 use super::model::{member, wrong_kind, Event, Field, JsonObject, Object, Rejection};
 use super::row::{EventRow, UserPropertiesRow};
+use super::sender::Sender;
 use crate::config::Settings;
 
 /// Facts about the HTTP request a batch arrived in.
@@ -25,8 +26,11 @@ use crate::config::Settings;
 pub struct RequestFacts {
     /// The client address after trusted-proxy resolution.
     pub client_ip: Option<IpAddr>,
-    /// The request's `User-Agent`, used for events that carry none.
+    /// The request's `User-Agent`; whether it stands for events that carry none is the
+    /// sender's rule.
     pub user_agent: String,
+    /// Who sent the batch: decides which user agent describes an event and what it means.
+    pub sender: Sender,
     /// Receive time, ms since the epoch.
     pub received_at_ms: i64,
 }
@@ -136,12 +140,12 @@ impl Enricher {
             Ok(())
         });
         let mut last_ua: Option<(String, std::sync::Arc<ua::UaInfo>)> = None;
+        let ua_rule = facts.sender.user_agent_rule();
         self.step("user_agent", &mut work, |w| {
-            let ua = if w.event.context.user_agent.is_empty() {
-                facts.user_agent.clone()
-            } else {
-                std::mem::take(&mut w.event.context.user_agent)
-            };
+            let ua = ua_rule.event_user_agent(
+                std::mem::take(&mut w.event.context.user_agent),
+                &facts.user_agent,
+            );
             let info = match &last_ua {
                 Some((seen, info)) if *seen == ua => info.clone(),
                 _ => {
@@ -155,7 +159,8 @@ impl Enricher {
             // The SDK's own os/device facts are more precise than the UA's.
             w.row.os = first_non_empty(&w.event.context.os_name, &info.os);
             w.row.os_version = first_non_empty(&w.event.context.os_version, &info.os_version);
-            w.row.device_type = if info.is_bot {
+            let is_bot = ua_rule.is_bot(&info);
+            w.row.device_type = if is_bot {
                 "bot".into()
             } else {
                 first_non_empty(
@@ -163,7 +168,7 @@ impl Enricher {
                     &info.device_type,
                 )
             };
-            if info.is_bot && w.bot_reason.is_none() {
+            if is_bot && w.bot_reason.is_none() {
                 w.bot_reason = Some("bot_user_agent");
             }
             w.row.user_agent = ua;

@@ -9,9 +9,14 @@ pub struct UaInfo {
     pub browser_version: String,
     pub os: String,
     pub os_version: String,
-    /// desktop, mobile, tablet, bot, other (or empty when unknown).
+    /// desktop, mobile, tablet, bot, other (or empty when unknown); `bot` for automated clients
+    /// (`is_bot`), `other` for HTTP libraries.
     pub device_type: String,
+    /// A crawler, headless browser, monitor or link previewer: a bot whoever sends the event.
     pub is_bot: bool,
+    /// A general-purpose HTTP library or command-line client: a bot or not depending on who
+    /// sends the event (`Sender::user_agent_rule`).
+    pub http_library: bool,
 }
 
 /// Substrings (lower-case) of automated clients that woothee does not classify as crawlers.
@@ -25,16 +30,6 @@ const BOT_MARKERS: &[&str] = &[
     "puppeteer",
     "playwright",
     "selenium",
-    "python-requests",
-    "python-urllib",
-    "aiohttp",
-    "httpx",
-    "curl/",
-    "wget/",
-    "go-http-client",
-    "java/",
-    "okhttp",
-    "libwww",
     "scrapy",
     "lighthouse",
     "pingdom",
@@ -45,6 +40,54 @@ const BOT_MARKERS: &[&str] = &[
     "whatsapp",
     "telegrambot",
 ];
+
+/// Substrings (lower-case) of HTTP libraries and command-line clients: what programs send, never
+/// a browser.
+const HTTP_LIBRARY_MARKERS: &[&str] = &[
+    // Go, Java and Android
+    "go-http-client",
+    "java/",
+    "java-http-client",
+    "apache-httpclient",
+    "apache-httpasyncclient",
+    "commons-httpclient",
+    "okhttp",
+    "reactornetty",
+    // Python
+    "python-requests",
+    "python-urllib",
+    "python-httpx",
+    "aiohttp",
+    "urllib3",
+    // Node.js
+    "node-fetch",
+    "axios/",
+    "undici",
+    // Others
+    "curl/",
+    "wget/",
+    "libwww-perl",
+    "guzzlehttp",
+    "faraday v",
+    "restsharp",
+    "dart:io",
+    "httpie/",
+    "postmanruntime/",
+];
+
+/// Whole user agents (lower-case) of HTTP libraries that send a bare word: Node's built-in
+/// `fetch` and Ruby's Net::HTTP.
+const HTTP_LIBRARY_NAMES: &[&str] = &["node", "ruby"];
+
+/// Strings (lower-case) that every HTTP-library user agent contains one of, for a cheap
+/// prefilter in SQL; [`UaParser::parse`] decides.
+pub fn http_library_needles() -> Vec<&'static str> {
+    HTTP_LIBRARY_MARKERS
+        .iter()
+        .chain(HTTP_LIBRARY_NAMES)
+        .copied()
+        .collect()
+}
 
 /// Parses user agents, remembering recent results.
 #[derive(Clone)]
@@ -81,10 +124,13 @@ impl UaParser {
     fn parse_uncached(&self, user_agent: &str) -> UaInfo {
         let lower = user_agent.to_ascii_lowercase();
         let marker_bot = BOT_MARKERS.iter().any(|m| lower.contains(m));
+        let http_library = HTTP_LIBRARY_NAMES.contains(&lower.trim())
+            || HTTP_LIBRARY_MARKERS.iter().any(|m| lower.contains(m));
         let Some(result) = self.parser.parse(user_agent) else {
             return UaInfo {
-                device_type: if marker_bot { "bot" } else { "" }.into(),
+                device_type: kind_of_client(marker_bot, http_library, "").into(),
                 is_bot: marker_bot,
+                http_library,
                 ..Default::default()
             };
         };
@@ -95,32 +141,41 @@ impl UaParser {
                 s.to_string()
             }
         };
-        let is_bot = marker_bot || result.category == "crawler";
-        let device_type = if is_bot {
-            "bot"
-        } else {
-            match result.category {
-                "pc" => "desktop",
-                "smartphone" | "mobilephone" => {
-                    let android_tablet = result.os == "Android" && !lower.contains("mobile");
-                    if result.os == "iPad" || android_tablet || lower.contains("tablet") {
-                        "tablet"
-                    } else {
-                        "mobile"
-                    }
+        // Whether an HTTP library is a bot is the sender's rule, not woothee's crawler list.
+        let is_bot = marker_bot || (result.category == "crawler" && !http_library);
+        let device_type = match result.category {
+            "pc" => "desktop",
+            "smartphone" | "mobilephone" => {
+                let android_tablet = result.os == "Android" && !lower.contains("mobile");
+                if result.os == "iPad" || android_tablet || lower.contains("tablet") {
+                    "tablet"
+                } else {
+                    "mobile"
                 }
-                "appliance" | "misc" => "other",
-                _ => "",
             }
+            "appliance" | "misc" => "other",
+            _ => "",
         };
         UaInfo {
             browser: known(result.name),
             browser_version: known(result.version),
             os: known(result.os),
             os_version: known(&result.os_version),
-            device_type: device_type.into(),
+            device_type: kind_of_client(is_bot, http_library, device_type).into(),
             is_bot,
+            http_library,
         }
+    }
+}
+
+/// The device type of an automated client or HTTP library, whatever the device looks like.
+fn kind_of_client(is_bot: bool, http_library: bool, device_type: &str) -> &str {
+    if is_bot {
+        "bot"
+    } else if http_library {
+        "other"
+    } else {
+        device_type
     }
 }
 
@@ -161,11 +216,30 @@ mod tests {
     #[test]
     fn googlebot_and_headless_browsers_are_bots() {
         let parser = UaParser::default();
-        for ua in [GOOGLEBOT, HEADLESS, "curl/8.5.0", "python-requests/2.31"] {
+        for ua in [GOOGLEBOT, HEADLESS] {
             let info = parser.parse(ua);
             assert!(info.is_bot, "{ua}");
             assert_eq!(info.device_type, "bot", "{ua}");
         }
+    }
+
+    #[test]
+    fn http_libraries_are_recognised_but_left_to_the_senders_rule() {
+        let parser = UaParser::default();
+        // woothee files Java and curl under "HTTP Library"; Go and Python it does not know.
+        for ua in [
+            "curl/8.5.0",
+            "Java/17.0.9",
+            "Go-http-client/1.1",
+            "python-requests/2.31",
+        ] {
+            let info = parser.parse(ua);
+            assert!(info.http_library, "{ua}");
+            assert!(!info.is_bot, "{ua}");
+            assert_eq!(info.device_type, "other", "{ua}");
+        }
+        assert!(!parser.parse(CHROME_DESKTOP).http_library);
+        assert!(!parser.parse("Nodes/1.0 (Ruby gem)").http_library);
     }
 
     #[test]
