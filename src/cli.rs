@@ -5,12 +5,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::app::{cancel_on_signal, Application};
 use crate::auth::keys::KeyRecord;
 use crate::auth::KeyStore;
 use crate::config::Settings;
+use crate::ingest::enrich::net::Networks;
+use crate::storage::clickhouse::ClickHouse;
 use crate::storage::postgres::Postgres;
 
 #[derive(Debug, Parser)]
@@ -66,6 +69,24 @@ pub enum Command {
         /// Random seed; the same seed generates the same events.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Count server-side events that gateways before the server-side user-agent rule stored as
+    /// bots: rows whose user agent is an HTTP library (Go-http-client, okhttp, python-requests,
+    /// axios, curl, …) stop being bots, and the rollups of their days are rebuilt
+    /// (docs/ingestion.md).
+    ReclassifyBots {
+        /// Start (UTC), inclusive: a day (2025-01-31) or an RFC 3339 time.
+        #[arg(long, value_parser = parse_instant)]
+        since: DateTime<Utc>,
+        /// End (UTC), exclusive: a day or an RFC 3339 time (default: now).
+        #[arg(long, value_parser = parse_instant)]
+        until: Option<DateTime<Utc>>,
+        /// Only events of this name (repeatable; default: every event).
+        #[arg(long = "event", value_name = "EVENT")]
+        events: Vec<String>,
+        /// Print what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check the query templates (the gate for pull requests): metadata, rendering of every
     /// example, the SQL guard, parameter types; with --live also EXPLAIN and fixture tests.
@@ -217,6 +238,18 @@ pub enum KeysCommand {
     },
 }
 
+/// A day (midnight UTC) or an RFC 3339 time.
+fn parse_instant(raw: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = raw.parse::<NaiveDate>() {
+        return Ok(day.and_time(NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            format!("expected a day (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z), got {raw:?}")
+        })
+}
+
 fn parse_attr(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
@@ -293,6 +326,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let report = crate::bench::pipeline(&settings, batches, batch_size, rounds)?;
             write_out(report.render().trim_end())
+        }
+        Command::ReclassifyBots {
+            since,
+            until,
+            events,
+            dry_run,
+        } => {
+            let scope = crate::ingest::reclassify::Scope {
+                since,
+                until: until.unwrap_or_else(Utc::now),
+                events,
+            };
+            let clickhouse = ClickHouse::new(&settings.clickhouse);
+            let bot_networks =
+                Networks::parse("ingest.bot_networks", &settings.ingest.bot_networks)?;
+            let report = crate::ingest::reclassify::reclassify_bots(
+                clickhouse.client(),
+                clickhouse.database(),
+                &bot_networks,
+                &scope,
+                dry_run,
+            )
+            .await?;
+            write_out(report.render(dry_run).trim_end())
         }
         Command::Check { dir, live } => {
             let dir = dir.unwrap_or_else(|| settings.catalog.dir.clone());

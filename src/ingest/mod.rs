@@ -5,6 +5,7 @@ pub mod enrich;
 pub mod http;
 pub mod model;
 pub mod postgres;
+pub mod reclassify;
 pub mod row;
 pub mod segment;
 pub mod sender;

@@ -2,9 +2,9 @@
 
 use clickhouse::Row;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{cli_env, run_cli, stderr, stdout, TestApp};
 
 /// What Go, Java, Python and Node backends send as `User-Agent` when they post events with their
 /// languages' usual HTTP clients.
@@ -182,4 +182,157 @@ async fn a_service_keys_segment_batch_counts_and_its_events_own_user_agents_stil
         .unwrap();
     assert_eq!(crawler, 1, "a crawler is a bot whoever reports it");
     assert_eq!(counted(&app).await.0, 2);
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Rollups {
+    orders: u64,
+    gross: f64,
+    payers: u64,
+    users: u64,
+    events: u64,
+    bot_events: u64,
+    first_seen: u64,
+}
+
+async fn rollups(app: &TestApp) -> Rollups {
+    app.clickhouse()
+        .query(
+            "SELECT assumeNotNull((SELECT sum(orders) FROM revenue_daily)) AS orders, \
+             assumeNotNull((SELECT toFloat64(sum(gross)) FROM revenue_daily)) AS gross, \
+             assumeNotNull((SELECT uniqMerge(payers) FROM revenue_daily)) AS payers, \
+             assumeNotNull((SELECT uniqMerge(users) FROM dau_daily)) AS users, \
+             assumeNotNull((SELECT sum(events) FROM events_hourly)) AS events, \
+             assumeNotNull((SELECT sum(bot_events) FROM events_hourly)) AS bot_events, \
+             assumeNotNull((SELECT count() FROM (SELECT actor_id FROM user_first_seen \
+             GROUP BY actor_id))) AS first_seen",
+        )
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// Rows as gateways before the server-side rule stored them, over the last three days: purchases
+/// a Go backend sent with a service key (flagged as bots for the request's user agent), a person
+/// browsing, a crawler, and a purchase an HTTP library sent from an address in `bot_networks`.
+async fn store_rows_the_old_way(app: &TestApp) {
+    let now = chrono::Utc::now();
+    let days_ago = |n: i64| {
+        (now - chrono::Duration::days(n))
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string()
+    };
+    let mut rows = Vec::new();
+    for (i, ua) in [
+        "Go-http-client/1.1",
+        "python-requests/2.31.0",
+        "okhttp/4.12.0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        rows.push(json!({
+            "event": "purchase", "user_id": format!("server-{i}"), "actor_id": format!("server-{i}"),
+            "timestamp": days_ago(i as i64 + 1), "platform": "server", "revenue": 10.5,
+            "currency": "USD", "user_agent": ua, "browser": "", "device_type": "bot", "is_bot": 1,
+            "ip": "203.0.113.0"
+        }));
+    }
+    rows.push(json!({
+        "event": "page_view", "user_id": "person", "actor_id": "person", "timestamp": days_ago(1),
+        "platform": "web", "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "device_type": "desktop", "is_bot": 0
+    }));
+    rows.push(json!({
+        "event": "page_view", "anonymous_id": "crawler", "actor_id": "crawler", "timestamp": days_ago(1),
+        "platform": "web", "user_agent": GOOGLEBOT, "device_type": "bot", "is_bot": 1
+    }));
+    rows.push(json!({
+        "event": "purchase", "user_id": "from-bot-net", "actor_id": "from-bot-net",
+        "timestamp": days_ago(1), "platform": "server", "revenue": 99.0, "currency": "USD",
+        "user_agent": "Go-http-client/1.1", "device_type": "bot", "is_bot": 1, "ip": "198.51.100.0"
+    }));
+    let body = rows
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    app.clickhouse()
+        .query(&format!(
+            "INSERT INTO events SETTINGS input_format_skip_unknown_fields = 0 \
+             FORMAT JSONEachRow\n{body}"
+        ))
+        .execute()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reclassify_bots_counts_stored_server_side_rows_and_rebuilds_their_rollups() {
+    let app = TestApp::spawn_with(|s| s.ingest.bot_networks = vec!["198.51.100.7/32".into()]).await;
+    store_rows_the_old_way(&app).await;
+    let before = rollups(&app).await;
+    assert_eq!((before.orders, before.users, before.bot_events), (0, 1, 5));
+    let mut env = cli_env(app.settings());
+    env.push((
+        "CHGATE__INGEST__BOT_NETWORKS",
+        "[\"198.51.100.7/32\"]".into(),
+    ));
+    let since = (chrono::Utc::now() - chrono::Duration::days(7))
+        .format("%Y-%m-%d")
+        .to_string();
+
+    let dry = run_cli(&["reclassify-bots", "--since", &since, "--dry-run"], &env);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("3 rows"),
+        "the dry run says what it would change: {}",
+        stdout(&dry)
+    );
+    assert_eq!(rollups(&app).await.orders, 0, "a dry run changes nothing");
+
+    let run = run_cli(&["reclassify-bots", "--since", &since], &env);
+
+    assert!(run.status.success(), "{}", stderr(&run));
+    let after = rollups(&app).await;
+    assert_eq!(
+        (
+            after.orders,
+            after.gross,
+            after.payers,
+            after.users,
+            after.events,
+            after.bot_events,
+            after.first_seen
+        ),
+        (3, 31.5, 3, 4, 6, 2, 4),
+        "{}",
+        stdout(&run)
+    );
+    let classes: Vec<(String, u8, String)> = app
+        .clickhouse()
+        .query("SELECT actor_id, is_bot, device_type FROM events ORDER BY actor_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        classes,
+        [
+            ("crawler".into(), 1, "bot".into()),
+            ("from-bot-net".into(), 1, "bot".into()),
+            ("person".into(), 0, "desktop".into()),
+            ("server-0".into(), 0, String::new()),
+            ("server-1".into(), 0, String::new()),
+            ("server-2".into(), 0, String::new()),
+        ]
+    );
+
+    let again = run_cli(&["reclassify-bots", "--since", &since], &env);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let twice = rollups(&app).await;
+    assert_eq!(
+        (twice.orders, twice.gross, twice.events, twice.first_seen),
+        (3, 31.5, 6, 4),
+        "a second run rebuilds the same days to the same numbers"
+    );
 }

@@ -34,7 +34,30 @@ impl Networks {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The networks as CIDRs, each narrower one widened to the prefix [`truncate`] keeps, so
+    /// that a stored, truncated address falls in every network its full address was in.
+    pub fn widened_to_truncation(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|net| {
+                let keep = match net {
+                    IpNet::V4(_) => TRUNCATED_V4,
+                    IpNet::V6(_) => TRUNCATED_V6,
+                };
+                let prefix = net.prefix_len().min(keep);
+                IpNet::new(net.network(), prefix)
+                    .map(|n| n.trunc())
+                    .unwrap_or(*net)
+                    .to_string()
+            })
+            .collect()
+    }
 }
+
+/// Prefix lengths [`truncate`] keeps.
+const TRUNCATED_V4: u8 = 24;
+const TRUNCATED_V6: u8 = 48;
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as plain IPv4.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -177,6 +200,23 @@ mod tests {
     fn truncation_keeps_a_slash_24_or_slash_48() {
         assert_eq!(truncate(ip("77.88.8.8")), ip("77.88.8.0"));
         assert_eq!(truncate(ip("2001:db8:abcd:1234::1")), ip("2001:db8:abcd::"));
+    }
+
+    #[test]
+    fn networks_narrower_than_a_truncated_address_are_widened_to_hold_it() {
+        let networks = Networks::parse(
+            "ingest.bot_networks",
+            &[
+                "198.51.100.7".into(),
+                "10.0.0.0/8".into(),
+                "2001:db8:abcd:1234::/64".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            networks.widened_to_truncation(),
+            ["198.51.100.0/24", "10.0.0.0/8", "2001:db8:abcd::/48"]
+        );
     }
 
     #[test]
