@@ -59,6 +59,8 @@ pub struct SharedState {
     pub scheduler: crate::schedule::Scheduler,
     /// Outgoing HTTP: alert channels, report and export webhooks.
     pub outbound: reqwest::Client,
+    /// Memory all request bodies read whole and buffered results may take together.
+    pub buffers: crate::http::body::MemoryBudget,
 }
 
 impl AppState {
@@ -94,6 +96,10 @@ impl AppState {
             .user_agent(concat!("chgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let state = SharedState {
+            buffers: crate::http::body::MemoryBudget::new(
+                settings.server.max_buffered_bytes,
+                std::time::Duration::from_millis(settings.server.buffered_wait_ms),
+            ),
             scheduler: crate::schedule::Scheduler::new(postgres.pool().clone()),
             outbound,
             upstream,

@@ -19,6 +19,8 @@ use crate::auth::Principal;
 const MAX_TEXT: usize = 2000;
 /// Records waiting for the writer; beyond it new ones are dropped (and counted).
 const QUEUE: usize = 10_000;
+/// Largest parameters kept in a record (as JSON text); larger ones are noted by size only.
+const MAX_PARAMS_BYTES: usize = 4096;
 /// Most records written by one statement.
 const MAX_BATCH: usize = 2000;
 
@@ -116,6 +118,11 @@ impl AuditRecord {
         }
         if let Some(params) = &mut self.params {
             json_without_nul(params);
+            // Bound a record's memory while it waits for Postgres: parameters come from callers.
+            let size = params.to_string().len();
+            if size > MAX_PARAMS_BYTES {
+                *params = serde_json::json!({"truncated": true, "bytes": size});
+            }
         }
     }
 

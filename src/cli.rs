@@ -172,6 +172,32 @@ pub enum BenchCommand {
         #[arg(long)]
         gateway_pid: Option<u32>,
     },
+    /// Sustained ingestion, template and BI queries and hostile bodies for minutes, with the
+    /// gateway's resident memory sampled against the ceiling of its settings; exits 1 when the
+    /// peak passes the ceiling or an answer is a 5xx other than back-pressure.
+    Soak {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value = "http://127.0.0.1:8124")]
+        bi_url: String,
+        /// A key of the ingest role.
+        #[arg(long, env = "CHGATE_BENCH_INGEST_KEY")]
+        ingest_key: String,
+        /// A key that may run every template and use the BI endpoint (admin).
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+        #[arg(long, default_value_t = 20_000)]
+        events_per_sec: u64,
+        #[arg(long, default_value_t = 4)]
+        query_concurrency: usize,
+        #[arg(long, default_value_t = 2.0)]
+        hostile_per_sec: f64,
+        /// The gateway's pid, to sample its resident memory (same machine).
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+    },
     /// The gateway's own CPU work on realistic event batches (parse, validate, enrich, encode for
     /// the write-ahead log), in this process on one thread, without network or servers.
     Pipeline {
@@ -395,6 +421,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             write_out(&serde_json::to_string_pretty(
                 &crate::query::openapi::document(&catalog),
             )?)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Soak {
+                    url,
+                    bi_url,
+                    ingest_key,
+                    key,
+                    secs,
+                    events_per_sec,
+                    query_concurrency,
+                    hostile_per_sec,
+                    gateway_pid,
+                },
+        } => {
+            let ceiling = settings.memory_ceiling();
+            let bench = crate::bench::soak::SoakBench {
+                url,
+                bi_url,
+                ingest_key,
+                query_key: key,
+                secs,
+                events_per_sec,
+                query_concurrency,
+                hostile_per_sec,
+                gateway_pid,
+                ceiling_mib: ceiling.total as f64 / (1024.0 * 1024.0),
+                max_body_bytes: settings.ingest.max_body_bytes,
+            };
+            let report = crate::bench::soak::soak(&bench).await?;
+            write_out(&report.render())?;
+            if report
+                .rss_peak_mib
+                .is_some_and(|peak| peak > report.ceiling_mib)
+            {
+                anyhow::bail!("the gateway's resident memory passed the ceiling of its settings");
+            }
+            if report.server_errors() > 0 {
+                anyhow::bail!("answers with a 5xx other than back-pressure");
+            }
+            Ok(())
         }
         Command::Bench {
             command:

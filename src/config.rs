@@ -37,6 +37,54 @@ pub struct Settings {
     pub reports: ReportSettings,
 }
 
+/// What the gateway's resident memory is bounded by, term by term (docs/security.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryCeiling {
+    /// Code, runtime, connection pools, the template catalog, policy, caches of parsed user agents.
+    pub base: u64,
+    /// The GeoIP database, read whole.
+    pub geoip: u64,
+    /// Request bodies, rows being prepared, buffered results: `server.max_buffered_bytes`.
+    pub buffered: u64,
+    /// Rows between acknowledgement and ClickHouse (`ingest.queue_bytes`), and a quarter again for
+    /// their encodings on the way (WAL records, insert blocks).
+    pub queue: u64,
+    /// The in-process result cache: `cache.local_capacity_bytes`.
+    pub cache: u64,
+    /// Audit records waiting for Postgres (10,000 at most, each at most ~8 KiB).
+    pub audit: u64,
+    /// The sum, with a fifth more for the allocator's own overhead.
+    pub total: u64,
+}
+
+impl Settings {
+    /// The resident memory these settings allow the gateway, by what holds it.
+    pub fn memory_ceiling(&self) -> MemoryCeiling {
+        const MIB: u64 = 1024 * 1024;
+        let geoip = self
+            .geoip
+            .path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        let base = 96 * MIB;
+        let buffered = self.server.max_buffered_bytes as u64;
+        let queue = self.ingest.queue_bytes + self.ingest.queue_bytes / 4;
+        let cache = self.cache.local_capacity_bytes;
+        let audit = 80 * MIB;
+        let sum = base + geoip + buffered + queue + cache + audit;
+        MemoryCeiling {
+            base,
+            geoip,
+            buffered,
+            queue,
+            cache,
+            audit,
+            total: sum + sum / 5,
+        }
+    }
+}
+
 /// Report files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -146,6 +194,11 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Upper bound for a single request (queries set their own, lower, limits).
     pub request_timeout_secs: u64,
+    /// Memory all request bodies read whole (events, BI SQL, template parameters, compressed and
+    /// decompressed) and all buffered results (JSON template results, as read and as rendered) may
+    /// take together; a request waits `buffered_wait_ms` for room, then → 503.
+    pub max_buffered_bytes: usize,
+    pub buffered_wait_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -154,6 +207,8 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout_secs: 30,
             request_timeout_secs: 300,
+            max_buffered_bytes: 128 * 1024 * 1024,
+            buffered_wait_ms: 2000,
         }
     }
 }
@@ -311,7 +366,7 @@ impl Default for CacheSettings {
         Self {
             enabled: true,
             max_entry_bytes: 8 * 1024 * 1024,
-            local_capacity_bytes: 256 * 1024 * 1024,
+            local_capacity_bytes: 128 * 1024 * 1024,
             max_ttl_secs: 3600,
         }
     }
@@ -443,6 +498,9 @@ pub struct IngestSettings {
     pub wal_segment_secs: u64,
     /// Events held in memory between acknowledgement and ClickHouse; beyond it → 503.
     pub queue_events: usize,
+    /// Memory those events may take (their rows as held, estimated per row); beyond it → 503.
+    /// Whichever of the two limits is reached first applies.
+    pub queue_bytes: u64,
     /// The writer inserts when this many rows are pending or `flush_interval_ms` passed.
     pub flush_rows: usize,
     pub flush_interval_ms: u64,
@@ -477,6 +535,7 @@ impl Default for IngestSettings {
             wal_segment_bytes: 32 * 1024 * 1024,
             wal_segment_secs: 2,
             queue_events: 500_000,
+            queue_bytes: 128 * 1024 * 1024,
             flush_rows: 50_000,
             flush_interval_ms: 250,
             table: "events_ingest".into(),
@@ -655,6 +714,13 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::Compression;
+
+    #[test]
+    fn the_default_memory_ceiling_is_the_documented_one() {
+        let ceiling = super::Settings::default().memory_ceiling();
+        assert_eq!(ceiling.total / (1024 * 1024), 710);
+        assert!(include_str!("../docs/security.md").contains("710 MiB without GeoIP"));
+    }
 
     #[test]
     fn auto_compression_is_off_only_for_a_clickhouse_on_this_host() {

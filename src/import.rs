@@ -137,7 +137,7 @@ impl Loader {
                 .ingest(values.clone(), &rules, &facts, false)
                 .await
             {
-                Err(Backpressure::QueueFull(_)) => {
+                Err(Backpressure::QueueFull(_) | Backpressure::QueueMemoryFull(_)) => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
                 other => break other,

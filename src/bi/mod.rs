@@ -268,10 +268,10 @@ async fn read_sql(
         ));
     }
     let limit = state.settings.bi.max_query_bytes;
-    let body = crate::ingest::http::read_body(body, headers, limit).await?;
-    let body = String::from_utf8(body)
+    let body = crate::http::body::read_body(body, headers, limit, &state.buffers).await?;
+    let body = std::str::from_utf8(&body)
         .map_err(|_| BiError::syntax("invalid_utf8", "the query is not valid UTF-8"))?;
-    let parts: Vec<&str> = [param(params, "query").unwrap_or_default(), body.as_str()]
+    let parts: Vec<&str> = [param(params, "query").unwrap_or_default(), body]
         .into_iter()
         .filter(|p| !p.is_empty())
         .collect();
@@ -779,6 +779,7 @@ async fn cached(
                 let headers = upstream.headers().clone();
                 let limit = state.settings.bi.max_cached_bytes;
                 let mut body = Vec::new();
+                let mut held = crate::http::body::Reservation::new(&state.buffers);
                 let mut stream = upstream.bytes_stream();
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| {
@@ -786,6 +787,9 @@ async fn cached(
                             "the response from ClickHouse broke off: {e}"
                         )))
                     })?;
+                    held.cover(body.len() + chunk.len())
+                        .await
+                        .map_err(|e| Failure::Refused(e.into()))?;
                     body.extend_from_slice(&chunk);
                     if status.is_success() && body.len() > limit {
                         return Err(Failure::TooLarge);

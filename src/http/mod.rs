@@ -1,5 +1,6 @@
 //! The REST API's router and the middleware every request passes through.
 
+pub mod body;
 pub mod health;
 pub mod metrics;
 pub mod request_id;

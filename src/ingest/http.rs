@@ -1,6 +1,5 @@
 //! HTTP endpoints of ingestion: native `POST /v1/events` and the Segment-compatible tracking API.
 
-use std::io::Read;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -8,7 +7,6 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http_body_util::BodyExt;
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -21,6 +19,7 @@ use crate::access::policy::RolePolicy;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::http::body::read_body;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct IngestQuery {
@@ -57,7 +56,7 @@ pub async fn events(
     let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     let limit = state.pipeline.settings.max_body_bytes;
-    let bytes = read_body(body, &headers, limit).await?;
+    let bytes = read_body(body, &headers, limit, &state.buffers).await?;
     let ndjson = query.format.as_deref() == Some("ndjson") || is_ndjson(&headers);
     let (positions, values, parse_errors) = if ndjson {
         parse_ndjson(&bytes)
@@ -71,11 +70,25 @@ pub async fn events(
         values.len() + parse_errors.len(),
         values.len(),
     )?;
+    let _rows = hold_rows(&state, values.len(), bytes.len()).await?;
     let facts = facts(&state, &principal, peer, &headers);
     let rules = rules(&state, &facts, &role.ingest_events);
     // NDJSON lines that failed to parse keep their positions in the response.
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
     respond(result.map(|r| remap(r, &positions, parse_errors)), wait)
+}
+
+/// Room in the memory budget for the rows a batch becomes while it is validated and enriched
+/// (until the queue takes them): a row's fields, and about its text again.
+async fn hold_rows(
+    state: &AppState,
+    events: usize,
+    text: usize,
+) -> Result<crate::http::body::Reservation, ApiError> {
+    let mut held = crate::http::body::Reservation::new(&state.buffers);
+    held.cover(events * std::mem::size_of::<super::row::EventRow>() + text)
+        .await?;
+    Ok(held)
 }
 
 /// `POST /v1/batch`: a Segment batch `{batch: [...], context?, sentAt?}`.
@@ -87,7 +100,13 @@ pub async fn segment_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body, &headers, state.pipeline.settings.max_body_bytes).await?;
+    let bytes = read_body(
+        body,
+        &headers,
+        state.pipeline.settings.max_body_bytes,
+        &state.buffers,
+    )
+    .await?;
     let Value::Object(mut envelope) = parse_document(&bytes)? else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -144,7 +163,13 @@ async fn segment_single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body, &headers, state.pipeline.settings.max_body_bytes).await?;
+    let bytes = read_body(
+        body,
+        &headers,
+        state.pipeline.settings.max_body_bytes,
+        &state.buffers,
+    )
+    .await?;
     let message = parse_document(&bytes)?;
     segment_ingest(
         state,
@@ -173,6 +198,7 @@ async fn segment_ingest(
     let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
     admit(&state, &principal, &role, messages.len(), messages.len())?;
+    let _rows = hold_rows(&state, messages.len(), 0).await?;
     let facts = facts(&state, &principal, peer, &headers);
     let rules = rules(&state, &facts, &role.ingest_events);
     let mut mapped = Vec::with_capacity(messages.len());
@@ -357,62 +383,6 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
                     | "application/x-jsonlines"
             )
         })
-}
-
-/// Reads the body, decompressing gzip, refusing more than `limit` bytes either way.
-pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge {
-        message: format!("the request body exceeds {limit} bytes"),
-    };
-    let mut body = body;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    if declared > limit {
-        return Err(too_large());
-    }
-    let mut raw = Vec::with_capacity(declared);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
-        })?;
-        if let Some(data) = frame.data_ref() {
-            if raw.len() + data.len() > limit {
-                return Err(too_large());
-            }
-            raw.extend_from_slice(data);
-        }
-    }
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    match encoding.as_str() {
-        "" | "identity" => Ok(raw),
-        "gzip" | "x-gzip" => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(raw.as_slice())
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_body",
-                        format!("the body is not valid gzip: {e}"),
-                    )
-                })?;
-            if out.len() > limit {
-                return Err(too_large());
-            }
-            Ok(out)
-        }
-        other => Err(ApiError::bad_request(
-            "unsupported_encoding",
-            format!("Content-Encoding {other:?} is not supported; use gzip or none"),
-        )),
-    }
 }
 
 fn parse_document(bytes: &[u8]) -> Result<Value, ApiError> {

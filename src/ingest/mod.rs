@@ -33,6 +33,8 @@ use crate::config::{IngestSettings, Settings, WalMode};
 pub enum Backpressure {
     #[error("the ingestion queue is full ({0} rows in flight); retry shortly")]
     QueueFull(usize),
+    #[error("the ingestion queue is full (its {0} MiB of rows are in flight); retry shortly")]
+    QueueMemoryFull(u64),
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("the gateway is shutting down")]
@@ -66,6 +68,8 @@ pub struct Pipeline {
     wal: Option<Wal>,
     postgres: PgMirror,
     queue: Arc<Semaphore>,
+    /// Memory of the queued rows, in KiB.
+    queue_memory: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Pending>,
 }
 
@@ -158,6 +162,11 @@ impl Pipeline {
             wal,
             postgres,
             queue: Arc::new(Semaphore::new(ingest.queue_events)),
+            queue_memory: Arc::new(Semaphore::new(
+                usize::try_from(ingest.queue_bytes / 1024)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             tx,
         };
         Ok((
@@ -214,6 +223,12 @@ impl Pipeline {
             .ok_or(Backpressure::QueueFull(
                 self.settings.queue_events - self.queue.available_permits(),
             ))?;
+        let memory = u32::try_from(batch.memory_bytes().div_ceil(1024))
+            .ok()
+            .and_then(|kib| self.queue_memory.clone().try_acquire_many_owned(kib).ok())
+            .ok_or(Backpressure::QueueMemoryFull(
+                self.settings.queue_bytes / (1024 * 1024),
+            ))?;
         let segment = match &self.wal {
             Some(wal) => {
                 let payload = batch.encode().map_err(|e| WalError::Io(e.to_string()))?;
@@ -234,7 +249,7 @@ impl Pipeline {
             .send(Pending {
                 segment,
                 batch,
-                permits: Some(permits),
+                permits: vec![permits, memory],
                 done,
             })
             .map_err(|_| Backpressure::ShuttingDown)?;

@@ -41,6 +41,19 @@ pub struct WalBatch {
 }
 
 impl WalBatch {
+    /// Memory the batch's rows take while they are held: each row's fields and its text.
+    pub fn memory_bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|r| std::mem::size_of::<EventRow>() + r.text_len())
+            .sum::<usize>()
+            + self
+                .users
+                .iter()
+                .map(|u| std::mem::size_of_val(u) + u.user_id.len() + u.traits.len())
+                .sum::<usize>()
+    }
+
     pub fn encode(&self) -> anyhow::Result<Vec<u8>> {
         // Sized up front: grown from empty, the buffer would be copied at every doubling.
         let text: usize = self.rows.iter().map(EventRow::text_len).sum::<usize>()

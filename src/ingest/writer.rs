@@ -30,8 +30,8 @@ use crate::config::InsertFormat;
 pub struct Pending {
     pub segment: u64,
     pub batch: WalBatch,
-    /// Queue capacity held until the rows are stored.
-    pub permits: Option<OwnedSemaphorePermit>,
+    /// Queue capacity (events and memory) held until the rows are stored.
+    pub permits: Vec<OwnedSemaphorePermit>,
     /// Told when the rows are in ClickHouse (`?wait=true`).
     pub done: Option<oneshot::Sender<()>>,
 }

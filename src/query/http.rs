@@ -14,8 +14,8 @@ use crate::auth::Principal;
 use crate::cache::{CacheStatus, ResultCache};
 use crate::catalog::{Catalog, Template};
 use crate::error::ApiError;
+use crate::http::body::read_body;
 use crate::http::request_id::current_request_id;
-use crate::ingest::http::read_body;
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -272,7 +272,7 @@ async fn run(
         .await?;
     let (mut params, mut format) = query_params(query.as_deref(), template)?;
     if method == Method::POST {
-        let bytes = read_body(body, &headers, MAX_PARAMS_BODY).await?;
+        let bytes = read_body(body, &headers, MAX_PARAMS_BODY, &state.buffers).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             let Value::Object(object) = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
                 ApiError::bad_request("invalid_json", format!("body: invalid JSON: {e}"))
@@ -329,6 +329,7 @@ async fn run(
         max_execution_secs: role.limits.max_execution_secs,
         max_rows: role.limits.max_result_rows,
         table_filters: filters.setting(),
+        max_json_bytes: state.buffers.total_bytes() / (2 * super::JSON_EXPANSION) as u64,
         pii_salt: super::Attribution::pii_salt(&role, state.settings.privacy.salt.expose()),
     };
     let labels = [
@@ -341,7 +342,8 @@ async fn run(
             let _slot = state.access.limiter.query_slot(&principal, &role.limits)?;
             let started = std::time::Instant::now();
             let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
-            let result = collect_json(running, template).await?;
+            let mut held = crate::http::body::Reservation::new(&state.buffers);
+            let result = collect_json(running, template, &mut held).await?;
             metrics::histogram!("chgate_query_duration_seconds", &labels)
                 .record(started.elapsed().as_secs_f64());
             serde_json::to_vec(&result)

@@ -98,6 +98,8 @@ pub struct Attribution<'a> {
     pub max_rows: u64,
     /// ClickHouse `additional_table_filters` from the role's row filters.
     pub table_filters: Option<String>,
+    /// Largest JSON result (ClickHouse's `max_result_bytes`): it is held in memory while reshaped.
+    pub max_json_bytes: u64,
     /// The salt of pseudonymized personal data, for a role without `pii`; `None`: raw values.
     pub pii_salt: Option<&'a str>,
 }
@@ -178,6 +180,9 @@ pub fn start(
         .with_setting("output_format_json_named_tuples_as_objects", "1");
     if let Some(filters) = &who.table_filters {
         query = query.with_setting("additional_table_filters", filters.clone());
+    }
+    if format == Format::Json {
+        query = query.with_setting("max_result_bytes", who.max_json_bytes.to_string());
     }
     for (name, value) in &rendered.bindings {
         query = query.param(name, value);
@@ -296,6 +301,7 @@ pub async fn run_json(
         max_execution_secs: role.limits.max_execution_secs,
         max_rows: role.limits.max_result_rows,
         table_filters: filters.setting(),
+        max_json_bytes: state.buffers.total_bytes() / (2 * JSON_EXPANSION) as u64,
         pii_salt: Attribution::pii_salt(&role, state.settings.privacy.salt.expose()),
     };
     let _slot = state
@@ -310,7 +316,8 @@ pub async fn run_json(
         Format::Json,
         &who,
     )?;
-    collect_json(running, &template).await
+    let mut held = crate::http::body::Reservation::new(&state.buffers);
+    collect_json(running, &template, &mut held).await
 }
 
 /// A ClickHouse result streamed as an HTTP body, chunk by chunk; `hold` (a query slot, say) lives
@@ -338,10 +345,24 @@ pub async fn stream_body<H: Send + 'static>(
     ))
 }
 
-/// Reads a JSON result and reshapes it: `{query, version, meta, data, rows, statistics}`.
-pub async fn collect_json(running: Running, template: &Template) -> Result<Value, ApiError> {
+/// A JSON result takes about this many times its text while it is parsed and rendered again.
+pub const JSON_EXPANSION: usize = 4;
+
+/// Reads a JSON result and reshapes it: `{query, version, meta, data, rows, statistics}`. The
+/// result's memory (its text, parsed and rendered) is held under `budget` while it is built.
+pub async fn collect_json(
+    running: Running,
+    template: &Template,
+    held: &mut crate::http::body::Reservation,
+) -> Result<Value, ApiError> {
     let mut cursor = running.cursor;
-    let bytes: Bytes = cursor.collect().await.map_err(|e| clickhouse_error(&e))?;
+    let mut text = Vec::new();
+    while let Some(chunk) = cursor.next().await.map_err(|e| clickhouse_error(&e))? {
+        held.cover((text.len() + chunk.len()) * JSON_EXPANSION)
+            .await?;
+        text.extend_from_slice(&chunk);
+    }
+    let bytes = Bytes::from(text);
     let mut result: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::Internal(anyhow::anyhow!("ClickHouse returned invalid JSON: {e}"))
     })?;
@@ -399,7 +420,7 @@ fn classify_clickhouse_error(error: &clickhouse::error::Error, text: &str) -> Ap
         },
         Some(Fault::TooLarge) => ApiError::bad_request(
             "result_too_large",
-            "the result has more rows than this template's max_rows; narrow the parameters",
+            "the result exceeds this template's max_rows or the size a JSON answer may have; narrow the parameters, or download it as CSV, TSV or NDJSON (streamed, without that size limit)",
         ),
         Some(Fault::Value) => ApiError::bad_request(
             "query_value_rejected",
