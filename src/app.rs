@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::auth::KeyStore;
+use crate::cache::generations::Generations;
 use crate::cache::ResultCache;
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Settings;
@@ -67,24 +68,24 @@ impl AppState {
     /// Builds the state and starts the ingestion workers (on the current runtime).
     pub fn new(settings: Settings) -> anyhow::Result<(Self, Workers)> {
         let postgres = Postgres::connect_lazy(&settings.postgres)?;
-        let redis = settings
-            .redis
-            .url
-            .as_ref()
-            .filter(|url| !url.is_empty())
-            .map(|url| Redis::new(url.expose()))
-            .transpose()?;
+        let redis = Redis::from_settings(&settings.redis)?;
         let catalog =
             Catalog::load_or_explain(&settings.catalog.dir, &settings.clickhouse.database)?;
         let catalog = CatalogHandle::new(catalog, &settings.clickhouse.database);
         let access = Access::load(&settings.access, redis.clone())?;
         let clickhouse = ClickHouse::new(&settings.clickhouse);
+        let generations = Generations::new(
+            redis.clone(),
+            clickhouse.database(),
+            std::time::Duration::from_millis(settings.cache.generation_memo_ms),
+        );
         let (pipeline, workers) = Pipeline::start(
             &settings,
             clickhouse.client().clone(),
             postgres.pool().clone(),
+            generations.clone(),
         )?;
-        let cache = ResultCache::new(&settings.cache, redis.clone());
+        let cache = ResultCache::new(&settings.cache, redis.clone(), generations);
         let audit = AuditLog::start(
             postgres.pool().clone(),
             settings.audit.retention_days,

@@ -375,6 +375,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run,
             )
             .await?;
+            if !dry_run {
+                // Results cached for the rebuilt days are stale: their generations move.
+                let days = report
+                    .days
+                    .iter()
+                    .filter_map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                    .collect();
+                let generations = crate::cache::generations::Generations::new(
+                    crate::storage::redis::Redis::from_settings(&settings.redis)?,
+                    clickhouse.database(),
+                    std::time::Duration::from_millis(settings.cache.generation_memo_ms),
+                );
+                generations
+                    .advance(&crate::cache::generations::Written::from([(
+                        crate::cache::generations::EVENTS,
+                        days,
+                    )]))
+                    .await;
+            }
             write_out(report.render(dry_run).trim_end())
         }
         Command::Check { dir, live } => {

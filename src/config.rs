@@ -357,8 +357,20 @@ pub struct CacheSettings {
     pub max_entry_bytes: usize,
     /// Memory of the in-process cache (it also serves while Redis is down).
     pub local_capacity_bytes: u64,
-    /// Upper bound of any entry's life in the in-process cache.
+    /// Upper bound of any entry's life in the in-process cache (`past_ttl_secs` is the bound of
+    /// entries kept for it).
     pub max_ttl_secs: u64,
+    /// Key template results by the generations of the days they read, which advance when rows
+    /// for those days are committed to ClickHouse (see docs/caching.md).
+    pub freshness: bool,
+    /// The most recent UTC days (1: today) left out of the keys: their results stay as fresh as
+    /// the template's TTL, as without generations. 0 tracks every day.
+    pub live_days: u32,
+    /// TTL of results whose generations tell every change (a settled past range, read from
+    /// tables fed by `events`, generations shared through Redis); 0 keeps the template's TTL.
+    pub past_ttl_secs: u64,
+    /// How long generations read from Redis are reused in process.
+    pub generation_memo_ms: u64,
 }
 
 impl Default for CacheSettings {
@@ -368,6 +380,10 @@ impl Default for CacheSettings {
             max_entry_bytes: 8 * 1024 * 1024,
             local_capacity_bytes: 128 * 1024 * 1024,
             max_ttl_secs: 3600,
+            freshness: true,
+            live_days: 1,
+            past_ttl_secs: 6 * 3600,
+            generation_memo_ms: 500,
         }
     }
 }

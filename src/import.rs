@@ -14,6 +14,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use crate::cache::generations::Generations;
 use crate::config::{Settings, WalMode};
 use crate::ingest::enrich::RequestFacts;
 use crate::ingest::model::Rules;
@@ -21,6 +22,7 @@ use crate::ingest::sender::Sender;
 use crate::ingest::{Backpressure, Pipeline, Workers};
 use crate::storage::clickhouse::ClickHouse;
 use crate::storage::postgres::Postgres;
+use crate::storage::redis::Redis;
 
 /// Events per pipeline call.
 const BATCH: usize = 5_000;
@@ -57,6 +59,8 @@ impl Summary {
 struct Loader {
     pipeline: Pipeline,
     workers: Workers,
+    clickhouse: ClickHouse,
+    generations: Generations,
     settings: Settings,
     summary: Summary,
     rejects: Option<RejectsFile>,
@@ -82,10 +86,17 @@ impl Loader {
             .await
             .context("ClickHouse is not ready (run `chgate migrate` first?)")?;
         let postgres = Postgres::connect_lazy(&settings.postgres)?;
+        // The gateways' generations: they learn which days the load wrote.
+        let generations = Generations::new(
+            Redis::from_settings(&settings.redis)?,
+            clickhouse.database(),
+            Duration::from_millis(settings.cache.generation_memo_ms),
+        );
         let (pipeline, workers) = Pipeline::start(
             &settings,
             clickhouse.client().clone(),
             postgres.pool().clone(),
+            generations.clone(),
         )?;
         let rejects = match rejects {
             Some((path, limit)) => Some(RejectsFile {
@@ -102,6 +113,8 @@ impl Loader {
         Ok(Self {
             pipeline,
             workers,
+            clickhouse,
+            generations,
             settings,
             summary: Summary::default(),
             rejects,
@@ -170,6 +183,7 @@ impl Loader {
         }
         drop(self.pipeline);
         self.workers.shutdown(Duration::from_secs(60)).await;
+        settle(&self.clickhouse, &self.generations).await;
         if let Some(mut rejects) = self.rejects {
             rejects.file.flush()?;
             if rejects.written == 0 {
@@ -178,6 +192,36 @@ impl Loader {
         }
         self.summary.elapsed = self.started.elapsed();
         Ok(self.summary)
+    }
+}
+
+/// Flushes the Buffer table, so the loaded rows are in `events` and its rollups now rather than
+/// within its `max_time`, and tells the gateways' generations (through Redis) that their days
+/// changed. Without that, results cached for those days would be served until their TTL ends.
+async fn settle(clickhouse: &ClickHouse, generations: &Generations) {
+    match clickhouse
+        .client()
+        .query("OPTIMIZE TABLE events_buffer")
+        .execute()
+        .await
+    {
+        Ok(()) => generations.flushed().await,
+        Err(e) => {
+            // The days advance again when `max_time` has passed: wait for that instead.
+            tracing::warn!(error = %e, "cannot flush events_buffer; waiting for its max_time");
+            while generations.awaiting() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for _ in 0..10 {
+        if generations.sync().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if generations.shared() {
+        tracing::warn!("Redis did not take the days this load wrote: gateways may serve results cached before it until their TTL ends");
     }
 }
 

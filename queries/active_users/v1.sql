@@ -8,6 +8,10 @@ cache_ttl_secs = 300
 max_execution_secs = 15
 columns = { period = "Date", users = "UInt64" }
 
+[freshness]
+# The week and month windows count users of up to 29 days before `from`.
+days_before = 29
+
 [params.from]
 type = "Date"
 required = true

@@ -8,6 +8,12 @@ cache_ttl_secs = 600
 max_execution_secs = 60
 columns = { cohort = "Date", users = "UInt64", period_offset = "UInt8", cumulative_revenue_per_user = "Float64" }
 
+[freshness]
+# Cohorts come from first-seen days (an older event moves a user out of a cohort), and revenue
+# is summed up to the current period.
+history = true
+through = "today"
+
 [params.from]
 type = "Date"
 required = true

@@ -7,6 +7,10 @@ roles = ["admin", "analyst", "marketer", "service"]
 cache_ttl_secs = 300
 columns = { period = "Date", new_users = "UInt64" }
 
+[freshness]
+# A user's first day is the earliest of all their events: an older event moves it.
+history = true
+
 [params.from]
 type = "Date"
 required = true

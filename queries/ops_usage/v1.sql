@@ -7,6 +7,10 @@ roles = ["admin", "analyst", "developer", "support", "service"]
 cache_ttl_secs = 60
 columns = { period = "DateTime('UTC')", operation = "String", ops = "UInt64", errors = "UInt64", error_rate = "Float64", unique_users = "UInt64", avg_ms = "Nullable(Float64)", p95_ms = "Nullable(Float64)" }
 
+[freshness]
+# A monthly row holds its whole month.
+through = "end_of_month"
+
 [params.from]
 type = "DateTime"
 required = true

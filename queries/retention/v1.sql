@@ -10,6 +10,12 @@ cache_ttl_secs = 600
 max_execution_secs = 60
 columns = { cohort = "Date", cohort_size = "UInt64", period_offset = "UInt8", retained = "UInt64", retention_pct = "Float64" }
 
+[freshness]
+# Cohorts by first-seen day (an older event moves a user out of a cohort); returns are counted
+# up to the current period.
+history = true
+through = "today"
+
 [params.from]
 type = "Date"
 required = true

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::params::{ParamSpec, ParamType};
+use super::params::{ParamSpec, ParamType, Scalar};
 
 /// Name of the bound salt with which results of roles without `pii` are pseudonymized.
 pub const PII_SALT_PARAM: &str = "_chgate_pii_salt";
@@ -55,6 +55,74 @@ pub struct Meta {
     pub examples: Vec<Example>,
     #[serde(default)]
     pub deprecated: Option<Deprecation>,
+    /// Which UTC days the result reads, for the result cache: without it, the days from the
+    /// `from` parameter's to the `to` parameter's, when the template has both (Date or DateTime).
+    #[serde(default)]
+    pub freshness: Option<Freshness>,
+}
+
+/// The UTC days a template's result depends on: the result cache keys a call by their
+/// generations, so a result is recomputed as soon as rows for one of them are committed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freshness {
+    /// The parameter (Date or DateTime) whose day is the first read.
+    #[serde(default = "Freshness::from_param")]
+    pub from: String,
+    /// The parameter (Date or DateTime) whose day is the last read (before `through`).
+    #[serde(default = "Freshness::to_param")]
+    pub to: String,
+    /// Days read before `from`'s day (a trailing window, e.g. 29 for a 30-day active-user count).
+    #[serde(default)]
+    pub days_before: u32,
+    /// The result also depends on every day before `from` (e.g. first-seen dates: an older event
+    /// moves a user's first day out of the range).
+    #[serde(default)]
+    pub history: bool,
+    /// How far past `to`'s day rows are read.
+    #[serde(default)]
+    pub through: Through,
+    /// `false`: the result's freshness is left to its `cache_ttl_secs` alone.
+    #[serde(default = "Freshness::yes")]
+    pub tracked: bool,
+}
+
+/// The last day a template reads, relative to its `to` parameter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Through {
+    /// `to`'s day.
+    #[default]
+    To,
+    /// The last day of `to`'s month (monthly rollups hold whole months).
+    EndOfMonth,
+    /// Today (results that follow cohorts or periods up to the current one).
+    Today,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self {
+            from: Self::from_param(),
+            to: Self::to_param(),
+            days_before: 0,
+            history: false,
+            through: Through::To,
+            tracked: true,
+        }
+    }
+}
+
+impl Freshness {
+    fn from_param() -> String {
+        "from".into()
+    }
+    fn to_param() -> String {
+        "to".into()
+    }
+    fn yes() -> bool {
+        true
+    }
 }
 
 fn default_roles() -> Vec<String> {
@@ -242,6 +310,22 @@ impl TemplateFile {
                     header_line_of("pii_columns"),
                     format!("pii_columns: {column:?} is not one of the declared columns"),
                 ));
+            }
+        }
+        if let Some(freshness) = meta.freshness.as_ref().filter(|f| f.tracked) {
+            for param in [&freshness.from, &freshness.to] {
+                let dated = meta.params.get(param).is_some_and(|spec| {
+                    matches!(
+                        spec.param_type(),
+                        ParamType::Scalar(Scalar::Date | Scalar::DateTime)
+                    )
+                });
+                if !dated {
+                    return Err(err(
+                        header_line_of("freshness"),
+                        format!("freshness: {param:?} is not a Date or DateTime parameter"),
+                    ));
+                }
             }
         }
         for table in &meta.tables {

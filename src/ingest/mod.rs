@@ -26,6 +26,7 @@ use self::postgres::PgMirror;
 use self::row::EventRow;
 use self::wal::{Wal, WalBatch, WalError};
 use self::writer::{Pending, Target};
+use crate::cache::generations::Generations;
 use crate::config::{IngestSettings, Settings, WalMode};
 
 /// Why a batch could not be taken right now (the client should retry later).
@@ -102,6 +103,7 @@ impl Pipeline {
         settings: &Settings,
         clickhouse: clickhouse::Client,
         pg: sqlx::PgPool,
+        generations: Generations,
     ) -> anyhow::Result<(Self, Workers)> {
         let ingest = &settings.ingest;
         let stop = CancellationToken::new();
@@ -136,14 +138,18 @@ impl Pipeline {
             buffer: "events_buffer".into(),
             destination: "events".into(),
             users_table: "user_properties".into(),
+            generations,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(writer::run_writer(
             target.clone(),
             rx,
             wal.clone(),
-            ingest.flush_rows,
-            Duration::from_millis(ingest.flush_interval_ms),
+            writer::Batching {
+                rows: ingest.flush_rows,
+                interval: Duration::from_millis(ingest.flush_interval_ms),
+                buffer_flush: Duration::from_secs(ingest.buffer_flush_secs),
+            },
             closing.clone(),
             stop.clone(),
         ));

@@ -11,6 +11,10 @@
 //! Buffer's flush period, it re-inserts exactly the missing rows (those whose `event_id` ClickHouse
 //! does not have). Segments found at start-up are replayed the same way, so a crash of the gateway
 //! or of ClickHouse neither loses nor duplicates an acknowledged event.
+//!
+//! Every insert (a flush, a repair, a replay) tells the result cache's generations which days it
+//! wrote: once when the insert into the Buffer table returns, and again the Buffer's flush period
+//! later, when the rows are in `events` and its rollups ([`Generations::committed`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -24,6 +28,7 @@ use uuid::Uuid;
 
 use super::row::{EventRow, UserPropertiesRow};
 use super::wal::{Wal, WalBatch};
+use crate::cache::generations::{days_of, Generations, Written, EVENTS};
 use crate::config::InsertFormat;
 
 /// Rows on their way to ClickHouse.
@@ -49,9 +54,39 @@ pub struct Target {
     /// The table rows end up in (`events`), where the retirer verifies them.
     pub destination: String,
     pub users_table: String,
+    /// Told which days each insert wrote, for the result cache.
+    pub generations: Generations,
 }
 
+impl Target {
+    /// Tells the generations that `rows` were inserted into the Buffer table, which moves them
+    /// into `events` within `settle`.
+    async fn committed<'a>(&self, rows: impl Iterator<Item = &'a EventRow>, settle: Duration) {
+        let days = days_of(rows.map(|r| r.timestamp));
+        if !days.is_empty() {
+            self.generations
+                .committed(Written::from([(EVENTS, days)]), settle)
+                .await;
+        }
+    }
+}
+
+/// How long after its insert a row may still be in the Buffer table's memory past its
+/// `max_time`: the flush itself (and the materialized views it feeds) takes a moment.
+const FLUSH_MARGIN: Duration = Duration::from_secs(1);
+
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// When the writer flushes.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Rows that make a flush.
+    pub rows: usize,
+    /// Longest wait before a flush.
+    pub interval: Duration,
+    /// `ingest.buffer_flush_secs`: the Buffer table's `max_time` as configured.
+    pub buffer_flush: Duration,
+}
 
 /// Runs until `closing` fires (or every sender is gone), then flushes what is queued. Retries stop
 /// when `stop` fires; rows not stored by then stay in the WAL for the next start.
@@ -59,11 +94,16 @@ pub async fn run_writer(
     target: Target,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     wal: Option<Wal>,
-    flush_rows: usize,
-    flush_interval: Duration,
+    batching: Batching,
     closing: CancellationToken,
     stop: CancellationToken,
 ) {
+    let Batching {
+        rows: flush_rows,
+        interval: flush_interval,
+        buffer_flush,
+    } = batching;
+    let settle = flush_period(&target, buffer_flush).await + FLUSH_MARGIN;
     let mut pending: Vec<Pending> = Vec::new();
     let mut rows = 0usize;
     let mut ticker = tokio::time::interval(flush_interval);
@@ -76,7 +116,7 @@ pub async fn run_writer(
                     pending.push(p);
                     metrics::gauge!("chgate_ingest_queue_rows").set(rows as f64);
                     if rows >= flush_rows {
-                        flush(&target, &mut pending, wal.as_ref(), &stop).await;
+                        flush(&target, &mut pending, wal.as_ref(), &stop, settle).await;
                         rows = 0;
                     }
                 }
@@ -91,7 +131,7 @@ pub async fn run_writer(
             }
             _ = ticker.tick() => {
                 if !pending.is_empty() {
-                    flush(&target, &mut pending, wal.as_ref(), &stop).await;
+                    flush(&target, &mut pending, wal.as_ref(), &stop, settle).await;
                     rows = 0;
                 }
             }
@@ -99,7 +139,7 @@ pub async fn run_writer(
         metrics::gauge!("chgate_ingest_queue_rows").set(rows as f64);
     }
     if !pending.is_empty() {
-        flush(&target, &mut pending, wal.as_ref(), &stop).await;
+        flush(&target, &mut pending, wal.as_ref(), &stop, settle).await;
     }
     tracing::info!("ClickHouse writer stopped");
 }
@@ -110,6 +150,7 @@ async fn flush(
     pending: &mut Vec<Pending>,
     wal: Option<&Wal>,
     stop: &CancellationToken,
+    settle: Duration,
 ) {
     let batches: Vec<&WalBatch> = pending.iter().map(|p| &p.batch).collect();
     let events: usize = batches.iter().map(|b| b.rows.len()).sum();
@@ -132,6 +173,9 @@ async fn flush(
         pending.clear();
         return;
     }
+    target
+        .committed(batches.iter().flat_map(|b| b.rows.iter()), settle)
+        .await;
     for p in pending.drain(..) {
         if let Some(wal) = wal {
             wal.mark_inserted(p.segment, p.batch.rows.len() as u64);
@@ -251,18 +295,7 @@ pub async fn run_retirer(
     buffer_flush: Duration,
     stop: CancellationToken,
 ) {
-    let buffer_flush = match buffer_max_time(&target).await {
-        Ok(Some(actual)) if actual > buffer_flush => {
-            tracing::warn!(configured_secs = buffer_flush.as_secs(), actual_secs = actual.as_secs(), "ingest.buffer_flush_secs is shorter than the Buffer table's max_time; using max_time");
-            actual
-        }
-        Ok(_) => buffer_flush,
-        Err(err) => {
-            tracing::debug!(error = %format!("{err:#}"), "cannot read the Buffer table's max_time");
-            buffer_flush
-        }
-    };
-    let settle = buffer_flush + Duration::from_secs(1);
+    let settle = flush_period(&target, buffer_flush).await + FLUSH_MARGIN;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -276,6 +309,27 @@ pub async fn run_retirer(
             tracing::warn!(error = %format!("{err:#}"), "WAL verification failed; will retry");
         }
         wal.publish_gauges();
+    }
+}
+
+/// The longest a row stays in the Buffer table: `ingest.buffer_flush_secs`, or the table's own
+/// `max_time` when that is longer.
+async fn flush_period(target: &Target, configured: Duration) -> Duration {
+    let read = tokio::time::timeout(Duration::from_secs(5), buffer_max_time(target)).await;
+    match read {
+        Ok(Ok(Some(actual))) if actual > configured => {
+            tracing::warn!(configured_secs = configured.as_secs(), actual_secs = actual.as_secs(), "ingest.buffer_flush_secs is shorter than the Buffer table's max_time; using max_time");
+            actual
+        }
+        Ok(Ok(_)) => configured,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %format!("{err:#}"), "cannot read the Buffer table's max_time");
+            configured
+        }
+        Err(_) => {
+            tracing::debug!("reading the Buffer table's max_time timed out");
+            configured
+        }
     }
 }
 
@@ -313,7 +367,7 @@ async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Re
             .collect()
     });
     for id in replay {
-        let repaired = repair(target, wal, id, true).await?;
+        let repaired = repair(target, wal, id, true, settle).await?;
         tracing::info!(
             segment = id,
             rows = repaired.inserted,
@@ -376,7 +430,7 @@ async fn retire_once(target: &Target, wal: &Wal, settle: Duration) -> anyhow::Re
         let previous = wal.with_segments(|s| s.get(&id).and_then(|s| s.short));
         match previous {
             Some((count, _)) if count == found => {
-                let repaired = repair(target, wal, id, false).await?;
+                let repaired = repair(target, wal, id, false, settle).await?;
                 if repaired.inserted > 0 {
                     tracing::warn!(
                         segment = id,
@@ -439,7 +493,13 @@ struct Repaired {
 /// Inserts the rows of segment `id` that ClickHouse does not have (neither in the Buffer table nor
 /// in `events`). `replay` also re-sends the segment's user properties (idempotent: the table keeps
 /// the latest).
-async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Result<Repaired> {
+async fn repair(
+    target: &Target,
+    wal: &Wal,
+    id: u64,
+    replay: bool,
+    settle: Duration,
+) -> anyhow::Result<Repaired> {
     let batches = wal.read_segment(id)?;
     // Reading the Buffer table sees rows still in memory as well as stored ones, but a layer
     // flushed while the read runs can be missed on both sides (ClickHouse snapshots `events`
@@ -472,6 +532,7 @@ async fn repair(target: &Target, wal: &Wal, id: u64, replay: bool) -> anyhow::Re
         })
         .collect();
     insert_rows(target, &target.table, missing.iter(), missing.len()).await?;
+    target.committed(missing.iter(), settle).await;
     if replay {
         let users: Vec<&UserPropertiesRow> = batches.iter().flat_map(|b| b.users.iter()).collect();
         insert_users(target, users.iter().copied(), users.len()).await?;

@@ -17,7 +17,6 @@ use crate::error::ApiError;
 use crate::http::body::read_body;
 use crate::http::request_id::current_request_id;
 use bytes::Bytes;
-use std::time::Duration;
 
 /// Largest JSON body of a template call.
 const MAX_PARAMS_BODY: usize = 1024 * 1024;
@@ -350,14 +349,20 @@ async fn run(
                 .map(Bytes::from)
                 .map_err(|e| ApiError::Internal(e.into()))
         };
-        let ttl = template.meta().cache_ttl_secs;
-        let (status, body) = if !state.cache.enabled() || ttl == 0 {
+        let (status, body) = if !state.cache.enabled() || template.meta().cache_ttl_secs == 0 {
             (CacheStatus::Bypass, compute().await?)
         } else {
+            let fresh = state
+                .cache
+                .freshness(template, &rendered, state.clickhouse.database())
+                .await;
+            let ttl = fresh.ttl;
             let key = ResultCache::key(&[
                 state.clickhouse.database(),
                 template.name(),
                 &template.version().to_string(),
+                // The statement too: a template edited in place under its version renders anew.
+                &rendered.sql,
                 &rendered.values_json,
                 &filters.setting().unwrap_or_default(),
                 // Results are cut at the role's row limit and masked for roles without personal
@@ -365,6 +370,9 @@ async fn run(
                 &role.limits.max_result_rows.to_string(),
                 if role.pii { "pii" } else { "masked" },
                 format.name(),
+                // The generations of the days the call reads: rows committed for any of them
+                // make a new key.
+                &fresh.stamp.text,
             ]);
             let no_cache = headers
                 .get(header::CACHE_CONTROL)
@@ -372,20 +380,14 @@ async fn run(
                 .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
             if no_cache && role.cache_bypass {
                 let body = compute().await?;
-                state
-                    .cache
-                    .store(&key, &body, Duration::from_secs(ttl))
-                    .await;
+                state.cache.store(&key, &body, ttl).await;
                 (CacheStatus::Bypass, body)
             } else if let Some(body) = state.cache.get(&key).await {
                 (CacheStatus::Hit, body)
             } else {
                 (
                     CacheStatus::Miss,
-                    state
-                        .cache
-                        .load(&key, Duration::from_secs(ttl), compute)
-                        .await?,
+                    state.cache.load(&key, ttl, compute).await?,
                 )
             }
         };

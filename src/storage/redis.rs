@@ -24,6 +24,16 @@ impl Redis {
         })
     }
 
+    /// The configured Redis, if any (`redis.url` unset or empty: none).
+    pub fn from_settings(settings: &crate::config::RedisSettings) -> anyhow::Result<Option<Self>> {
+        settings
+            .url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+            .map(|url| Self::new(url.expose()))
+            .transpose()
+    }
+
     /// A multiplexed connection that reconnects by itself after Redis comes back.
     pub async fn connection(&self) -> anyhow::Result<ConnectionManager> {
         let manager = self

@@ -14,6 +14,7 @@ mod audit;
 mod bi;
 mod cache;
 mod durability;
+mod freshness;
 mod health;
 mod helpers;
 mod import;

@@ -2,8 +2,14 @@
 //! front of it that also serves while Redis is down, and single-flight so concurrent identical
 //! misses run one ClickHouse query.
 //!
-//! Keys hash the analytics database, the template, version, canonical parameter values, the caller's row-filter values and
-//! the format; values are LZ4-compressed response bodies, size-capped; the TTL is the template's.
+//! Keys hash the analytics database, the template, version, rendered statement, canonical
+//! parameter values, the caller's row-filter values, the format and the generations of the days
+//! the call reads ([`generations`], [`scope`]); values are LZ4-compressed response bodies,
+//! size-capped; the TTL is the template's, or `cache.past_ttl_secs` for results whose
+//! generations tell every change.
+
+pub mod generations;
+pub mod scope;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +20,8 @@ use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use self::generations::{Generations, Stamp};
+use crate::catalog::{Rendered, Template};
 use crate::config::CacheSettings;
 use crate::storage::redis::Redis;
 
@@ -44,25 +52,68 @@ pub struct ResultCache {
     local: moka::future::Cache<String, (Instant, Bytes)>,
     inflight: Arc<Mutex<HashMap<String, Flight>>>,
     settings: CacheSettings,
+    generations: Generations,
+}
+
+/// How a template call is cached: the generations its key holds, and for how long.
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    pub stamp: Stamp,
+    pub ttl: Duration,
 }
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl ResultCache {
-    pub fn new(settings: &CacheSettings, redis: Option<Redis>) -> Self {
+    pub fn new(settings: &CacheSettings, redis: Option<Redis>, generations: Generations) -> Self {
         let local = moka::future::Cache::builder()
             .weigher(|_k: &String, v: &(Instant, Bytes)| {
                 u32::try_from(v.1.len()).unwrap_or(u32::MAX)
             })
             .max_capacity(settings.local_capacity_bytes)
-            .time_to_live(Duration::from_secs(settings.max_ttl_secs))
+            .time_to_live(Duration::from_secs(
+                settings.max_ttl_secs.max(settings.past_ttl_secs),
+            ))
             .build();
         Self {
             redis,
             local,
             inflight: Default::default(),
             settings: settings.clone(),
+            generations,
         }
+    }
+
+    /// The generations of what days and tables the call reads, and its TTL: the template's,
+    /// or `cache.past_ttl_secs` when the generations tell every change of the result.
+    pub async fn freshness(
+        &self,
+        template: &Template,
+        rendered: &Rendered,
+        database: &str,
+    ) -> Freshness {
+        let ttl = Duration::from_secs(template.meta().cache_ttl_secs);
+        if !self.settings.freshness {
+            return Freshness {
+                stamp: Stamp::default(),
+                ttl,
+            };
+        }
+        let today = chrono::Utc::now().date_naive();
+        let Some(scope) = scope::of(template, rendered, database, today, self.settings.live_days)
+        else {
+            return Freshness {
+                stamp: Stamp::default(),
+                ttl,
+            };
+        };
+        let stamp = self.generations.stamp(&scope.span).await;
+        let ttl = if stamp.shared && scope.tracks_everything() {
+            ttl.max(Duration::from_secs(self.settings.past_ttl_secs))
+        } else {
+            ttl
+        };
+        Freshness { stamp, ttl }
     }
 
     pub fn enabled(&self) -> bool {
