@@ -229,6 +229,33 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         requests: usize,
     },
+    /// A dashboard of eight template panels over current and past ranges, opened by a few viewers
+    /// while events keep arriving: the result cache's hit rate and the calls' latency.
+    Dashboard {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A key whose role may run the panels' templates (admin).
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        /// A key with the ingest role.
+        #[arg(long, env = "CHGATE_BENCH_INGEST_KEY")]
+        ingest_key: String,
+        #[arg(long, default_value_t = 4)]
+        viewers: usize,
+        /// Seconds a viewer waits between two views.
+        #[arg(long, default_value_t = 2.0)]
+        think_secs: f64,
+        #[arg(long, default_value_t = 300)]
+        duration_secs: u64,
+        /// Events per second ingested meanwhile.
+        #[arg(long, default_value_t = 200)]
+        rate: usize,
+        /// Share of the events with a timestamp up to 72 hours old.
+        #[arg(long, default_value_t = 0.01)]
+        late_fraction: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +379,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let report = crate::bench::pipeline(&settings, batches, batch_size, rounds)?;
             write_out(report.render().trim_end())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Dashboard {
+                    url,
+                    key,
+                    ingest_key,
+                    viewers,
+                    think_secs,
+                    duration_secs,
+                    rate,
+                    late_fraction,
+                    seed,
+                },
+        } => {
+            let bench = crate::bench::dashboard::DashboardBench {
+                url,
+                key,
+                ingest_key,
+                viewers,
+                think: std::time::Duration::from_secs_f64(think_secs.max(0.0)),
+                duration: std::time::Duration::from_secs(duration_secs),
+                rate,
+                late_fraction,
+                seed,
+            };
+            let report = crate::bench::dashboard::run(&bench).await?;
+            write_out(report.render(&bench).trim_end())
         }
         Command::ReclassifyBots {
             since,

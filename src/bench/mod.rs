@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 
 pub mod soak;
+pub mod dashboard;
 
 /// Time of the gateway's own work on event batches, measured in this process on one thread:
 /// parsing, validation, enrichment and encoding for the write-ahead log. No network and no
@@ -117,13 +118,7 @@ impl Phase {
 
     fn from(latencies: &mut [f64], events: usize, failed: usize, elapsed: Duration) -> Self {
         latencies.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            if latencies.is_empty() {
-                0.0
-            } else {
-                latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]
-            }
-        };
+        let pct = |p: f64| percentile(latencies, p);
         Self {
             events,
             requests: latencies.len(),
@@ -132,6 +127,15 @@ impl Phase {
             p50_ms: pct(0.5),
             p99_ms: pct(0.99),
         }
+    }
+}
+
+/// The `p` quantile (0-1) of sorted values; 0 when there are none.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        0.0
+    } else {
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
     }
 }
 
