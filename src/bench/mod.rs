@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
-pub mod soak;
 pub mod dashboard;
+pub mod soak;
 
 /// Time of the gateway's own work on event batches, measured in this process on one thread:
 /// parsing, validation, enrichment and encoding for the write-ahead log. No network and no

@@ -55,8 +55,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let role = authorize(&state, &principal).await?;
     let wait = query.wait()?;
-    let limit = state.pipeline.settings.max_body_bytes;
-    let bytes = read_body(body, &headers, limit, &state.buffers).await?;
+    let bytes = read_events_body(&state, body, &headers).await?;
     let ndjson = query.format.as_deref() == Some("ndjson") || is_ndjson(&headers);
     let (positions, values, parse_errors) = if ndjson {
         parse_ndjson(&bytes)
@@ -76,6 +75,21 @@ pub async fn events(
     // NDJSON lines that failed to parse keep their positions in the response.
     let result = state.pipeline.ingest(values, &rules, &facts, wait).await;
     respond(result.map(|r| remap(r, &positions, parse_errors)), wait)
+}
+
+/// A body of events, within `ingest.max_body_bytes` and the gateway's memory budget.
+async fn read_events_body(
+    state: &AppState,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<crate::http::body::ReadBody, ApiError> {
+    read_body(
+        body,
+        headers,
+        state.pipeline.settings.max_body_bytes,
+        &state.buffers,
+    )
+    .await
 }
 
 /// Room in the memory budget for the rows a batch becomes while it is validated and enriched
@@ -100,13 +114,7 @@ pub async fn segment_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(
-        body,
-        &headers,
-        state.pipeline.settings.max_body_bytes,
-        &state.buffers,
-    )
-    .await?;
+    let bytes = read_events_body(&state, body, &headers).await?;
     let Value::Object(mut envelope) = parse_document(&bytes)? else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -163,13 +171,7 @@ async fn segment_single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(
-        body,
-        &headers,
-        state.pipeline.settings.max_body_bytes,
-        &state.buffers,
-    )
-    .await?;
+    let bytes = read_events_body(&state, body, &headers).await?;
     let message = parse_document(&bytes)?;
     segment_ingest(
         state,
