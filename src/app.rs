@@ -62,6 +62,8 @@ pub struct SharedState {
     pub outbound: reqwest::Client,
     /// Memory all request bodies read whole and buffered results may take together.
     pub buffers: crate::http::body::MemoryBudget,
+    /// Runs templates for principals: every consumer's one path.
+    pub runner: crate::query::runner::Runner,
 }
 
 impl AppState {
@@ -96,11 +98,22 @@ impl AppState {
             .connect_timeout(std::time::Duration::from_secs(5))
             .user_agent(concat!("chgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let buffers = crate::http::body::MemoryBudget::new(
+            settings.server.max_buffered_bytes,
+            std::time::Duration::from_millis(settings.server.buffered_wait_ms),
+        );
+        let runner = crate::query::runner::Runner {
+            catalog: catalog.clone(),
+            access: access.clone(),
+            cache: cache.clone(),
+            clickhouse: clickhouse.clone(),
+            buffers: buffers.clone(),
+            audit: audit.clone(),
+            pii_salt: Arc::from(settings.privacy.salt.expose()),
+        };
         let state = SharedState {
-            buffers: crate::http::body::MemoryBudget::new(
-                settings.server.max_buffered_bytes,
-                std::time::Duration::from_millis(settings.server.buffered_wait_ms),
-            ),
+            runner,
+            buffers,
             scheduler: crate::schedule::Scheduler::new(postgres.pool().clone()),
             outbound,
             upstream,

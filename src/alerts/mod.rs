@@ -340,19 +340,15 @@ pub async fn evaluate(state: &AppState, id: Uuid) -> Result<Outcome, String> {
         .await
         .map_err(|e| format!("cannot load the alert: {e}"))?
         .ok_or_else(|| "the alert no longer exists".to_string())?;
-    let observed = crate::query::run_json(
-        state,
-        &alert.owner(),
-        &alert.spec.template,
-        alert.spec.version,
-        alert.spec.params.clone(),
-    )
-    .await
-    .map_err(|e| format!("running {}: {e}", alert.spec.template))
-    .and_then(|result| {
-        let rows = result["data"].as_array().map_or(0, Vec::len);
-        Ok((alert.spec.condition.observe(&result)?, rows))
-    });
+    let observed = state
+        .runner
+        .run_json(&alert.owner(), call(&alert.spec))
+        .await
+        .map_err(|e| format!("running {}: {e}", alert.spec.template))
+        .and_then(|result| {
+            let rows = result["data"].as_array().map_or(0, Vec::len);
+            Ok((alert.spec.condition.observe(&result)?, rows))
+        });
     let (value, rows) = match observed {
         Ok(observed) => observed,
         Err(error) => {
@@ -490,11 +486,10 @@ pub fn validate(
         channel.validate(&format!("channels[{i}]"), &state.settings.alerts)?;
     }
     let schedule = Schedule::parse(&spec.schedule).map_err(|e| format!("schedule: {e}"))?;
-    let catalog = state.catalog.get();
-    let role = state.access.role(principal).map_err(|e| e.to_string())?;
-    let (template, role) =
-        crate::query::authorize(role, &catalog, principal, &spec.template, spec.version)
-            .map_err(|e| format!("template: {e}"))?;
+    let template = state
+        .runner
+        .template(&spec.template, spec.version)
+        .map_err(|e| format!("template: {e}"))?;
     // Templates that declare their columns are checked now; others when the alert first runs.
     let columns = &template.meta().columns;
     if !columns.is_empty() && !columns.contains_key(&spec.condition.column) {
@@ -505,16 +500,28 @@ pub fn validate(
             columns.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    crate::query::render_for(
-        &catalog,
-        &template,
-        &role,
-        principal,
-        spec.params.clone(),
-        state.clickhouse.database(),
-    )
-    .map_err(|e| format!("params: {e}"))?;
+    state
+        .runner
+        .check(principal, &call(spec))
+        .map_err(|e| match e {
+            e @ (crate::query::runner::QueryError::TemplateNotAllowed { .. }
+            | crate::query::runner::QueryError::UnknownTemplate { .. }
+            | crate::query::runner::QueryError::UnknownVersion { .. }) => format!("template: {e}"),
+            e => format!("params: {e}"),
+        })?;
     Ok(schedule)
+}
+
+/// The template call of an alert's evaluation.
+fn call(spec: &AlertSpec) -> crate::query::runner::Call {
+    crate::query::runner::Call {
+        template: spec.template.clone(),
+        version: spec.version,
+        params: spec.params.clone(),
+        format: crate::query::Format::Json,
+        fresh: false,
+        admission: crate::query::runner::Admission::Scheduled(std::time::Duration::from_secs(60)),
+    }
 }
 
 #[cfg(test)]

@@ -8,15 +8,14 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 
-use super::{collect_json, start, Attribution, Format};
+use super::runner::{Admission, Answer, Call, Output};
+use super::Format;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::cache::{CacheStatus, ResultCache};
-use crate::catalog::{Catalog, Template};
+use crate::cache::CacheStatus;
+use crate::catalog::Template;
 use crate::error::ApiError;
 use crate::http::body::read_body;
-use crate::http::request_id::current_request_id;
-use bytes::Bytes;
 
 /// Largest JSON body of a template call.
 const MAX_PARAMS_BODY: usize = 1024 * 1024;
@@ -52,7 +51,7 @@ pub async fn catalog_entry(
         .names()
         .find(|(n, _)| **n == name)
         .map(|(_, v)| v)
-        .ok_or_else(|| unknown_template(&catalog, &name))?;
+        .ok_or_else(|| ApiError::from(super::runner::missing(&catalog, &name, None)))?;
     let detail: Vec<Value> = versions.values().map(|t| version_json(t)).collect();
     Ok(Json(
         json!({ "name": name, "latest": catalog.latest_version(&name), "versions": detail }),
@@ -118,17 +117,6 @@ fn version_json(template: &Template) -> Value {
         "examples": examples,
         "deprecated": meta.deprecated,
     })
-}
-
-pub(crate) fn unknown_template(catalog: &Catalog, name: &str) -> ApiError {
-    let known: Vec<&str> = catalog.names().map(|(n, _)| n.as_str()).collect();
-    ApiError::not_found(
-        "unknown_template",
-        format!(
-            "no template named {name:?} (available: {})",
-            known.join(", ")
-        ),
-    )
 }
 
 /// `GET|POST /v1/queries/{name}`: the latest version.
@@ -210,24 +198,17 @@ async fn audited(
         .query
         .as_deref()
         .map(|q| Value::String(q.to_string()));
-    let mut pending = crate::audit::Pending::new(&state.audit, record);
-    let mut params = None;
-    let result = run(state, principal, request, &mut params).await;
-    if let Some(params) = params {
-        pending.record().params = Some(Value::Object(params));
-    }
-    match result {
-        Ok(response) => {
-            pending.record().status = i32::from(response.status().as_u16());
-            Ok(crate::audit::count_body(response, pending))
-        }
+    let call = match read_call(&state, request).await {
+        Ok(call) => call,
         Err(error) => {
-            let record = pending.record();
             record.status = i32::from(error.status().as_u16());
             record.outcome = error.code().to_string();
-            Err(error)
+            state.audit.record(record);
+            return Err(error);
         }
-    }
+    };
+    let output = state.runner.run(&principal, call, record).await?;
+    Ok(respond(output))
 }
 
 /// What a template call asked for.
@@ -240,13 +221,10 @@ struct Request {
     body: Body,
 }
 
-/// Runs a template; `audit_params` receives the call's parameters once they are read.
-async fn run(
-    state: AppState,
-    principal: Principal,
-    request: Request,
-    audit_params: &mut Option<Map<String, Value>>,
-) -> Result<Response, ApiError> {
+/// The call a request describes: parameters from the query string (repeated keys make arrays for
+/// array parameters) and a JSON body, the format from `format` or `Accept`, `Cache-Control:
+/// no-cache`.
+async fn read_call(state: &AppState, request: Request) -> Result<Call, ApiError> {
     let Request {
         name,
         version,
@@ -255,21 +233,8 @@ async fn run(
         headers,
         body,
     } = request;
-    let catalog = state.catalog.get();
-    let (template, role) = super::authorize(
-        state.access.role(&principal)?,
-        &catalog,
-        &principal,
-        &name,
-        version,
-    )?;
-    let template = template.as_ref();
-    let rate = state
-        .access
-        .limiter
-        .request(&principal, &role.limits)
-        .await?;
-    let (mut params, mut format) = query_params(query.as_deref(), template)?;
+    let template = state.runner.template(&name, version)?;
+    let (mut params, mut format) = query_params(query.as_deref(), &template)?;
     if method == Method::POST {
         let bytes = read_body(body, &headers, MAX_PARAMS_BODY, &state.buffers).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
@@ -294,7 +259,6 @@ async fn run(
             }
         }
     }
-    *audit_params = Some(params.clone());
     let format = format
         .or_else(|| {
             headers
@@ -303,150 +267,58 @@ async fn run(
                 .and_then(Format::from_accept)
         })
         .unwrap_or(Format::Json);
-    if format != Format::Json && !role.export {
-        return Err(ApiError::forbidden(
-            "export_not_allowed",
-            format!(
-                "format: {} is a download, and role {:?} may not export; ask for json",
-                format.name(),
-                principal.role
-            ),
-        ));
-    }
-    let (rendered, filters) = super::render_for(
-        &catalog,
-        template,
-        &role,
-        &principal,
+    let fresh = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+    Ok(Call {
+        template: name,
+        version,
         params,
-        state.clickhouse.database(),
-    )?;
-    let request_id = current_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let who = Attribution {
-        request_id: &request_id,
-        principal: &principal,
-        max_execution_secs: role.limits.max_execution_secs,
-        max_rows: role.limits.max_result_rows,
-        table_filters: filters.setting(),
-        max_json_bytes: state.buffers.total_bytes() / (2 * super::JSON_EXPANSION) as u64,
-        pii_salt: super::Attribution::pii_salt(&role, state.settings.privacy.salt.expose()),
-    };
-    let labels = [
-        ("template", template.name().to_string()),
-        ("format", format.name().to_string()),
-    ];
-    let mut response = if format == Format::Json {
-        // Runs the query (holding a query slot only while it runs) and renders the JSON body.
-        let compute = || async {
-            let _slot = state.access.limiter.query_slot(&principal, &role.limits)?;
-            let started = std::time::Instant::now();
-            let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
-            let mut held = crate::http::body::Reservation::new(&state.buffers);
-            let result = collect_json(running, template, &mut held).await?;
-            metrics::histogram!("chgate_query_duration_seconds", &labels)
-                .record(started.elapsed().as_secs_f64());
-            serde_json::to_vec(&result)
-                .map(Bytes::from)
-                .map_err(|e| ApiError::Internal(e.into()))
-        };
-        let (status, body) = if !state.cache.enabled() || template.meta().cache_ttl_secs == 0 {
-            (CacheStatus::Bypass, compute().await?)
-        } else {
-            let fresh = state
-                .cache
-                .freshness(template, &rendered, state.clickhouse.database())
-                .await;
-            let ttl = fresh.ttl;
-            let key = ResultCache::key(&[
-                state.clickhouse.database(),
-                template.name(),
-                &template.version().to_string(),
-                // The statement too: a template edited in place under its version renders anew.
-                &rendered.sql,
-                &rendered.values_json,
-                &filters.setting().unwrap_or_default(),
-                // Results are cut at the role's row limit and masked for roles without personal
-                // data, so roles differing in either get entries of their own.
-                &role.limits.max_result_rows.to_string(),
-                if role.pii { "pii" } else { "masked" },
-                format.name(),
-                // The generations of the days the call reads: rows committed for any of them
-                // make a new key.
-                &fresh.stamp.text,
-            ]);
-            let no_cache = headers
-                .get(header::CACHE_CONTROL)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
-            if no_cache && role.cache_bypass {
-                let body = compute().await?;
-                state.cache.store(&key, &body, ttl).await;
-                (CacheStatus::Bypass, body)
-            } else if let Some(body) = state.cache.get(&key).await {
-                (CacheStatus::Hit, body)
-            } else {
-                (
-                    CacheStatus::Miss,
-                    state.cache.load(&key, ttl, compute).await?,
-                )
-            }
-        };
-        metrics::counter!("chgate_cache_requests_total", "outcome" => status.header().to_ascii_lowercase()).increment(1);
-        let rows = json_rows(&body);
-        let mut response = Response::new(Body::from(body));
-        if let Some(rows) = rows {
-            response
-                .extensions_mut()
-                .insert(crate::audit::ResultRows(rows));
-        }
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
-            .headers_mut()
-            .insert("x-cache", HeaderValue::from_static(status.header()));
-        response
-    } else {
-        // Streamed as ClickHouse produces it, never buffered whole (so never cached); the query
-        // slot is held until the stream ends.
-        let slot = state.access.limiter.query_slot(&principal, &role.limits)?;
-        let started = std::time::Instant::now();
-        let running = start(state.clickhouse.client(), template, &rendered, format, &who)?;
-        metrics::histogram!("chgate_query_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
-        let mut response =
-            Response::new(super::stream_body(running.cursor, slot, "a template result").await?);
-        response.headers_mut().insert(
-            "x-cache",
-            HeaderValue::from_static(CacheStatus::Bypass.header()),
-        );
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        );
-        response.extensions_mut().insert(format.row_lines());
-        response
-    };
-    metrics::counter!("chgate_queries_total", &labels).increment(1);
-    deprecation_headers(template, response.headers_mut());
-    rate.apply(response.headers_mut());
-    Ok(response)
+        format,
+        fresh,
+        admission: Admission::Request,
+    })
 }
 
-/// The `rows` of a rendered JSON result, found near its end (where `collect_json` puts it) without
-/// parsing the whole body.
-fn json_rows(body: &[u8]) -> Option<i64> {
-    let tail = &body[body.len().saturating_sub(1024)..];
-    let key = b"\"rows\":";
-    let at = tail.windows(key.len()).rposition(|w| w == key)? + key.len();
-    let digits: String = tail[at..]
-        .iter()
-        .map(|b| *b as char)
-        .skip_while(|c| c.is_whitespace())
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+/// The response for a template's output; the audit record is written when the body has been sent.
+fn respond(output: Output) -> Response {
+    let mut response = match output.answer {
+        Answer::Json { body, rows, cache } => {
+            let mut response = Response::new(Body::from(body));
+            if let Some(rows) = rows {
+                response
+                    .extensions_mut()
+                    .insert(crate::audit::ResultRows(rows));
+            }
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+                .headers_mut()
+                .insert("x-cache", HeaderValue::from_static(cache.header()));
+            response
+        }
+        Answer::Stream(stream) => {
+            let mut response = Response::new(Body::from_stream(stream));
+            response.headers_mut().insert(
+                "x-cache",
+                HeaderValue::from_static(CacheStatus::Bypass.header()),
+            );
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(output.format.content_type()),
+            );
+            response.extensions_mut().insert(output.format.row_lines());
+            response
+        }
+    };
+    deprecation_headers(&output.template, response.headers_mut());
+    if let Some(rate) = output.rate {
+        rate.apply(response.headers_mut());
+    }
+    crate::audit::count_body(response, output.audit)
 }
 
 fn parse_format(text: &str) -> Result<Format, ApiError> {

@@ -2,13 +2,12 @@
 
 pub mod http;
 pub mod openapi;
+pub mod runner;
 
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-
-use std::sync::Arc;
 
 use serde_json::Map;
 
@@ -200,38 +199,6 @@ pub fn start(
     })
 }
 
-/// Finds the template and checks that the principal's role may run it: the role's policy and the
-/// template's own `roles` must both admit it.
-pub fn authorize(
-    role: Arc<RolePolicy>,
-    catalog: &Catalog,
-    principal: &Principal,
-    name: &str,
-    version: Option<u32>,
-) -> Result<(Arc<Template>, Arc<RolePolicy>), ApiError> {
-    let template = catalog.get(name, version).ok_or_else(|| match version {
-        Some(v) if catalog.latest_version(name).is_some() => {
-            ApiError::not_found("unknown_version", format!("{name} has no version v{v}"))
-        }
-        _ => http::unknown_template(catalog, name),
-    })?;
-    if !template.meta().roles.contains(&principal.role)
-        || !role.allows_template(template.name(), template.version())
-    {
-        return Err(ApiError::forbidden(
-            "template_not_allowed",
-            format!(
-                "role {:?} may not run {}/v{} (allowed: {})",
-                principal.role,
-                name,
-                template.version(),
-                template.meta().roles.join(", ")
-            ),
-        ));
-    }
-    Ok((template.clone(), role))
-}
-
 /// Renders a call for the principal: parameters named like a row-filtered column are fixed to the
 /// caller's claim (giving another value is refused), and the row filters of the tables read are
 /// resolved.
@@ -269,65 +236,18 @@ pub fn render_for(
     Ok((rendered, filters))
 }
 
-/// Runs a template for `principal` outside an HTTP request (alerts, reports): authorization, row
-/// filters and the role's limits as for `GET /v1/queries/…`; the JSON result.
-pub async fn run_json(
-    state: &crate::app::AppState,
-    principal: &Principal,
-    name: &str,
-    version: Option<u32>,
-    params: Map<String, Value>,
-) -> Result<Value, ApiError> {
-    let catalog = state.catalog.get();
-    let (template, role) = authorize(
-        state.access.role(principal)?,
-        &catalog,
-        principal,
-        name,
-        version,
-    )?;
-    let (rendered, filters) = render_for(
-        &catalog,
-        &template,
-        &role,
-        principal,
-        params,
-        state.clickhouse.database(),
-    )?;
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let who = Attribution {
-        request_id: &request_id,
-        principal,
-        max_execution_secs: role.limits.max_execution_secs,
-        max_rows: role.limits.max_result_rows,
-        table_filters: filters.setting(),
-        max_json_bytes: state.buffers.total_bytes() / (2 * JSON_EXPANSION) as u64,
-        pii_salt: Attribution::pii_salt(&role, state.settings.privacy.salt.expose()),
-    };
-    let _slot = state
-        .access
-        .limiter
-        .query_slot_within(principal, &role.limits, std::time::Duration::from_secs(60))
-        .await?;
-    let running = start(
-        state.clickhouse.client(),
-        &template,
-        &rendered,
-        Format::Json,
-        &who,
-    )?;
-    let mut held = crate::http::body::Reservation::new(&state.buffers);
-    collect_json(running, &template, &mut held).await
-}
+/// A result streamed chunk by chunk, as ClickHouse produces it.
+pub type ResultStream = futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>;
 
-/// A ClickHouse result streamed as an HTTP body, chunk by chunk; `hold` (a query slot, say) lives
-/// as long as the stream. The first chunk is awaited here, so that a statement ClickHouse refuses
-/// at once is an error response with its own status rather than a 200 cut short.
-pub async fn stream_body<H: Send + 'static>(
+/// A ClickHouse result as a stream; `hold` (a query slot, say) lives as long as the stream. The
+/// first chunk is awaited here, so that a statement ClickHouse refuses at once is an error
+/// rather than a stream cut short.
+pub async fn stream<H: Send + 'static>(
     mut cursor: clickhouse::query::BytesCursor,
     hold: H,
     what: &'static str,
-) -> Result<axum::body::Body, ApiError> {
+) -> Result<ResultStream, ApiError> {
+    use futures_util::StreamExt as _;
     let first = cursor.next().await.map_err(|e| clickhouse_error(&e))?;
     let rest = futures_util::stream::unfold((cursor, hold), move |(mut cursor, hold)| async move {
         match cursor.next().await {
@@ -340,9 +260,7 @@ pub async fn stream_body<H: Send + 'static>(
         }
     });
     let first = futures_util::stream::iter(first.map(Ok::<_, std::io::Error>));
-    Ok(axum::body::Body::from_stream(
-        futures_util::StreamExt::chain(first, rest),
-    ))
+    Ok(first.chain(rest).boxed())
 }
 
 /// A JSON result takes about this many times its text while it is parsed and rendered again.

@@ -265,23 +265,35 @@ pub fn validate(
         .as_deref()
         .map(|s| Schedule::parse(s).map_err(|e| format!("schedule: {e}")))
         .transpose()?;
-    let catalog = state.catalog.get();
-    let (template, role) =
-        crate::query::authorize(role, &catalog, principal, &spec.template, spec.version)
-            .map_err(|e| format!("template: {e}"))?;
+    let template = state
+        .runner
+        .template(&spec.template, spec.version)
+        .map_err(|e| format!("template: {e}"))?;
     let columns: Vec<String> = template.meta().columns.keys().cloned().collect();
     spec.chart.validate(&columns)?;
     let params = resolve_params(spec, &template.meta().params, Utc::now())?;
-    crate::query::render_for(
-        &catalog,
-        &template,
-        &role,
-        principal,
-        params,
-        state.clickhouse.database(),
-    )
-    .map_err(|e| format!("params: {e}"))?;
+    state
+        .runner
+        .check(principal, &call(spec, template.version(), params))
+        .map_err(|e| match e {
+            e @ (crate::query::runner::QueryError::TemplateNotAllowed { .. }
+            | crate::query::runner::QueryError::UnknownTemplate { .. }
+            | crate::query::runner::QueryError::UnknownVersion { .. }) => format!("template: {e}"),
+            e => format!("params: {e}"),
+        })?;
     Ok(schedule)
+}
+
+/// The template call of a report run with `params`.
+fn call(spec: &ReportSpec, version: u32, params: Map<String, Value>) -> crate::query::runner::Call {
+    crate::query::runner::Call {
+        template: spec.template.clone(),
+        version: Some(version),
+        params,
+        format: crate::query::Format::Json,
+        fresh: false,
+        admission: crate::query::runner::Admission::Scheduled(std::time::Duration::from_secs(60)),
+    }
 }
 
 /// A file name: the report's name in lower-case words, and the occurrence.
@@ -315,25 +327,16 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
     let owner = report.owner.principal();
     let at = claimed.scheduled_for;
     let started = std::time::Instant::now();
-    let catalog = state.catalog.get();
-    let (template, _) = crate::query::authorize(
-        state.access.role(&owner).map_err(|e| e.to_string())?,
-        &catalog,
-        &owner,
-        &spec.template,
-        spec.version,
-    )
-    .map_err(|e| format!("template: {e}"))?;
+    let template = state
+        .runner
+        .template(&spec.template, spec.version)
+        .map_err(|e| format!("template: {e}"))?;
     let params = resolve_params(spec, &template.meta().params, at)?;
-    let result = crate::query::run_json(
-        state,
-        &owner,
-        &spec.template,
-        Some(template.version()),
-        params.clone(),
-    )
-    .await
-    .map_err(|e| format!("the template failed: {e}"))?;
+    let result = state
+        .runner
+        .run_json(&owner, call(spec, template.version(), params.clone()))
+        .await
+        .map_err(|e| format!("the template failed: {e}"))?;
     let queried_ms = started.elapsed().as_secs_f64() * 1000.0;
     let table = Table::from_result(&result);
     let rows = table.rows.len();

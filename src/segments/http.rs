@@ -462,8 +462,9 @@ pub async fn export(
         )
         .into_response());
     }
-    let mut response =
-        Response::new(crate::query::stream_body(cursor, (), "a segment export").await?);
+    let mut response = Response::new(axum::body::Body::from_stream(
+        crate::query::stream(cursor, (), "a segment export").await?,
+    ));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
