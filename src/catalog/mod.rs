@@ -110,21 +110,43 @@ impl Catalog {
             .filter(|p| p.extension().is_some_and(|x| x == "sql"))
             .collect();
         paths.sort();
+        let mut fragments: BTreeMap<String, Fragment> = BTreeMap::new();
         for path in paths {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => match TemplateFile::parse(&path, &text) {
-                    Ok(file) => files.push(file),
-                    Err(e) => errors.push(e),
-                },
-                Err(e) => errors.push(TemplateError {
-                    file: path.display().to_string(),
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                }),
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(TemplateError {
+                        file: path.display().to_string(),
+                        line: 0,
+                        message: format!("cannot read: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if let Some(key) = Fragment::key(&path) {
+                fragments.insert(key, Fragment { path, body: text });
+                continue;
+            }
+            match TemplateFile::parse(&path, &text) {
+                Ok(file) => files.push(file),
+                Err(e) => errors.push(e),
             }
         }
+        errors.extend(inherit_params(&mut files));
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_function("invalid", invalid);
+        for (key, fragment) in &fragments {
+            if let Err(e) = env.add_template_owned(key.clone(), fragment.body.clone()) {
+                errors.push(fragment.error(
+                    e.line().unwrap_or(1),
+                    format!("template syntax: {}", e.detail().unwrap_or("invalid")),
+                ));
+            }
+        }
+        for file in &files {
+            errors.extend(check_fragments(file, &fragments));
+        }
         let mut templates: BTreeMap<String, BTreeMap<u32, Arc<Template>>> = BTreeMap::new();
         for file in files {
             if let Err(e) = env.add_template_owned(file.key(), file.body.clone()) {
@@ -279,6 +301,9 @@ impl Catalog {
             .get_template(&template.file.key())
             .and_then(|t| t.render(&values))
             .map_err(|e| {
+                if let Some(rule) = raised_param_error(&e) {
+                    return RenderError::Param(rule);
+                }
                 RenderError::Template(
                     template
                         .file
@@ -394,6 +419,122 @@ impl Catalog {
     }
 }
 
+/// Gives each template with `params_from` the parameters of the version it names.
+fn inherit_params(files: &mut [TemplateFile]) -> Vec<TemplateError> {
+    let declared: BTreeMap<String, indexmap::IndexMap<String, params::ParamSpec>> = files
+        .iter()
+        .filter(|f| f.meta.params_from.is_none())
+        .map(|f| (f.key(), f.meta.params.clone()))
+        .collect();
+    let mut errors = Vec::new();
+    for file in files.iter_mut() {
+        let Some(source) = file.meta.params_from.clone() else {
+            continue;
+        };
+        let result = match declared.get(&source) {
+            Some(params) => file.inherit_params(params),
+            None => Err(file.error(
+                0,
+                format!("params_from {source:?} is not a template version (name/vN) declaring its own parameters"),
+            )),
+        };
+        errors.extend(result.err());
+    }
+    errors
+}
+
+/// `queries/<name>/_<fragment>.sql`: SQL shared by templates, which take it in with
+/// `{% include "<name>/_<fragment>.sql" %}`; it renders with the including template's parameters
+/// and is checked with each template that includes it. Not an endpoint.
+struct Fragment {
+    path: PathBuf,
+    body: String,
+}
+
+impl Fragment {
+    /// The name templates include a fragment file by, when `path` is one.
+    fn key(path: &Path) -> Option<String> {
+        let file = path.file_name()?.to_str()?;
+        let dir = path.parent()?.file_name()?.to_str()?;
+        let key = format!("{dir}/{file}");
+        (file.starts_with('_') && template::is_fragment_key(&key)).then_some(key)
+    }
+
+    fn error(&self, line: usize, message: impl Into<String>) -> TemplateError {
+        TemplateError {
+            file: self.path.display().to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// The fragments `file` includes (and those they include) exist and print no value of its
+/// parameters.
+fn check_fragments(
+    file: &TemplateFile,
+    fragments: &BTreeMap<String, Fragment>,
+) -> Vec<TemplateError> {
+    let mut errors = Vec::new();
+    let mut tainted = file.tainted_params();
+    let Ok(includes) = template::check_splicing(&file.body, &mut tainted) else {
+        return errors; // reported when the file was parsed
+    };
+    let mut pending: Vec<(usize, String, Option<&Fragment>)> = includes
+        .into_iter()
+        .map(|(line, key)| (line, key, None))
+        .collect();
+    let mut seen = BTreeSet::new();
+    while let Some((line, key, from)) = pending.pop() {
+        let Some(fragment) = fragments.get(&key) else {
+            let message = format!("includes {key:?}, which is not a fragment file");
+            errors.push(match from {
+                Some(parent) => parent.error(line, message),
+                None => file.error(line, message),
+            });
+            continue;
+        };
+        if !seen.insert(key) {
+            continue;
+        }
+        match template::check_splicing(&fragment.body, &mut tainted.clone()) {
+            Ok(nested) => pending.extend(
+                nested
+                    .into_iter()
+                    .map(|(line, key)| (line, key, Some(fragment))),
+            ),
+            Err((line, message)) => errors.push(fragment.error(
+                line,
+                format!("included by {}: {message}", file.path.display()),
+            )),
+        }
+    }
+    errors
+}
+
+/// `invalid(param, rule)` in a template: the call is refused with a 400 naming the parameter and
+/// the rule, for rules that involve several parameters (`filter_values` must have as many items
+/// as `filter_steps`).
+fn invalid(param: String, rule: String) -> Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!("{param}: {rule}"),
+    )
+    .with_source(ParamError { param, rule }))
+}
+
+/// The [`ParamError`] an `invalid(…)` call raised, however deep in includes.
+fn raised_param_error(error: &minijinja::Error) -> Option<ParamError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<ParamError>() {
+            return Some(found.clone());
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// Why a call could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -467,5 +608,155 @@ impl CatalogHandle {
         crate::reload::watch(every, stop, self.get().dir.clone(), move || {
             let _ = handle.reload();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const HEADER: &str = "/*---\ndescription = \"x\"\n[params.steps]\ntype = \"Array(String)\"\nrequired = true\n[params.window]\ntype = \"UInt32\"\ndefault = 60\n[[examples]]\nname = \"two steps\"\nparams = { steps = [\"a\", \"b\"] }\n---*/\n";
+
+    fn catalog(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Catalog, Vec<TemplateError>>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let loaded = Catalog::load(dir.path(), "analytics");
+        (dir, loaded)
+    }
+
+    fn params(value: Value) -> serde_json::Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_fragment_renders_with_the_parameters_of_the_template_that_includes_it() {
+        let body = "SELECT count() FROM events\nWHERE {% include \"t/_where.sql\" %}";
+        let fragment = "event IN {steps:Array(String)}{% for k in range(steps | length) %} AND {{ k }} >= 0{% endfor %}";
+        let (_dir, loaded) = catalog(&[
+            ("t/v1.sql", &format!("{HEADER}{body}")),
+            ("t/_where.sql", fragment),
+        ]);
+
+        let catalog = loaded.unwrap();
+        let template = catalog.get("t", None).unwrap();
+        let rendered = catalog
+            .render(template, &params(json!({"steps": ["a", "b", "c"]})))
+            .unwrap();
+
+        assert!(
+            rendered
+                .sql
+                .ends_with("event IN {steps:Array(String)} AND 0 >= 0 AND 1 >= 0 AND 2 >= 0"),
+            "{}",
+            rendered.sql
+        );
+        assert_eq!(rendered.bindings.len(), 1);
+        assert_eq!(catalog.all().count(), 1, "a fragment is no endpoint");
+    }
+
+    #[test]
+    fn a_fragment_printing_a_value_of_the_including_template_is_refused_at_its_line() {
+        let (dir, loaded) = catalog(&[
+            (
+                "t/v1.sql",
+                &format!("{HEADER}SELECT 1 FROM events WHERE {{% include \"t/_where.sql\" %}}"),
+            ),
+            ("t/_where.sql", "1 = 1\nAND window = {{ window }}"),
+        ]);
+
+        let errors = loaded.unwrap_err();
+        let fragment = dir.path().join("t/_where.sql").display().to_string();
+        assert!(
+            errors.iter().any(|e| e.file == fragment
+                && e.line == 2
+                && e.message.contains("parameter window")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn templates_take_in_only_fragments_named_by_a_literal() {
+        for include in [
+            "{% include \"t/v1.sql\" %}",
+            "{% include \"u/_missing.sql\" %}",
+            "{% include name %}",
+            "{% import \"t/_where.sql\" as w %}",
+        ] {
+            let (_dir, loaded) = catalog(&[
+                (
+                    "t/v1.sql",
+                    &format!("{HEADER}SELECT 1 FROM events WHERE 1 = 1 {include}"),
+                ),
+                ("t/_where.sql", "1 = 1"),
+            ]);
+
+            let errors = loaded.unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.message.contains("fragment")),
+                "{include}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn params_from_gives_a_template_the_parameters_of_another_version_first() {
+        let sibling = "/*---\ndescription = \"x\"\nparams_from = \"t/v1\"\n[params.limit]\ntype = \"UInt8\"\ndefault = 5\n[[examples]]\nname = \"inherited\"\nparams = { steps = [\"a\"], limit = 2 }\n---*/\n";
+        let (_dir, loaded) = catalog(&[
+            ("t/v1.sql", &format!("{HEADER}SELECT 1 FROM events")),
+            (
+                "u/v1.sql",
+                &format!("{sibling}SELECT 1 FROM events WHERE event IN {{steps:Array(String)}} LIMIT {{limit:UInt8}}"),
+            ),
+        ]);
+        let printing = format!("{sibling}SELECT {{{{ window }}}} FROM events");
+        let (_dir2, refused) = catalog(&[
+            ("t/v1.sql", &format!("{HEADER}SELECT 1 FROM events")),
+            ("u/v1.sql", &printing),
+        ]);
+
+        let catalog = loaded.unwrap();
+        let names: Vec<&String> = catalog
+            .get("u", None)
+            .unwrap()
+            .meta()
+            .params
+            .keys()
+            .collect();
+        assert_eq!(names, ["steps", "window", "limit"]);
+        let errors = refused.unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("parameter window")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_refuses_the_call_with_a_parameter_error() {
+        let body = "{% if steps | length > 2 %}{{ invalid(\"steps\", \"at most 2 with window\") }}{% endif %}SELECT 1 FROM events";
+        let (_dir, loaded) = catalog(&[("t/v1.sql", &format!("{HEADER}{body}"))]);
+        let catalog = loaded.unwrap();
+        let template = catalog.get("t", None).unwrap();
+
+        let refused = catalog.render(template, &params(json!({"steps": ["a", "b", "c"]})));
+
+        match refused {
+            Err(RenderError::Param(e)) => {
+                assert_eq!(
+                    (e.param.as_str(), e.rule.as_str()),
+                    ("steps", "at most 2 with window")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(catalog
+            .render(template, &params(json!({"steps": ["a", "b"]})))
+            .is_ok());
     }
 }

@@ -53,6 +53,10 @@ pub struct Meta {
     pub pii_columns: Vec<String>,
     #[serde(default)]
     pub examples: Vec<Example>,
+    /// `name/vN` of a template whose parameters this one takes, before its own: templates that
+    /// share a fragment share its parameters, declared once.
+    #[serde(default)]
+    pub params_from: Option<String>,
     #[serde(default)]
     pub deprecated: Option<Deprecation>,
     /// Which UTC days the result reads, for the result cache: without it, the days from the
@@ -336,14 +340,13 @@ impl TemplateFile {
                 ));
             }
         }
-        for example in &meta.examples {
-            for key in example.params.keys() {
-                if !meta.params.contains_key(key) {
-                    return Err(err(
-                        header_line_of(&example.name),
-                        format!("example {:?} sets unknown parameter {key}", example.name),
-                    ));
-                }
+        // With params_from, the examples are checked once the parameters are inherited.
+        if meta.params_from.is_none() {
+            if let Some((name, key)) = unknown_example_param(&meta) {
+                return Err(err(
+                    header_line_of(&name),
+                    format!("example {name:?} sets unknown parameter {key}"),
+                ));
             }
         }
         let body: String = lines.collect::<Vec<_>>().join("\n");
@@ -378,54 +381,176 @@ impl TemplateFile {
         }
     }
 
-    /// Values are bound as `{name:Type}`, never printed into the SQL: a parameter (or a loop
-    /// variable over one) may appear inside `{{ … }}` only when it declares its `allowed` values.
-    fn check_splicing(&self) -> Result<(), TemplateError> {
-        let mut tainted: BTreeSet<String> = self
-            .meta
+    /// Parameters whose values must not be printed: those without `allowed` values.
+    pub fn tainted_params(&self) -> BTreeSet<String> {
+        self.meta
             .params
             .iter()
             .filter(|(_, spec)| spec.allowed.is_none())
             .map(|(name, _)| name.clone())
-            .collect();
-        // `param | length` is a count, not the value: it may shape the SQL.
-        let length_of = regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_]*\s*\|\s*length\b")
-            .unwrap_or_else(|_| unreachable!());
-        let identifiers = |text: &str| -> Vec<String> {
-            let text = length_of.replace_all(text, "");
-            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()))
-                .map(str::to_string)
-                .collect()
-        };
-        let mut rest = self.body.as_str();
-        let mut offset = 0;
-        while let Some(start) = rest.find("{%").into_iter().chain(rest.find("{{")).min() {
-            let is_print = rest[start..].starts_with("{{");
-            let close = if is_print { "}}" } else { "%}" };
-            let Some(end) = rest[start..].find(close) else {
-                break;
-            };
-            let inner = &rest[start + 2..start + end];
-            let line = self.body[..offset + start].matches('\n').count() + 1;
-            let words = identifiers(inner);
-            if is_print {
-                if let Some(bad) = words.iter().find(|w| tainted.contains(*w)) {
-                    return Err(self.error(line, format!(
-                        "{{{{ {} }}}} prints the value of parameter {bad} into the SQL; bind it as {{{bad}:Type}} or declare its `allowed` values",
-                        inner.trim()
-                    )));
-                }
-            } else if let Some((targets, source)) = assignment(inner) {
-                if identifiers(source).iter().any(|w| tainted.contains(w)) {
-                    tainted.extend(identifiers(targets));
-                }
-            }
-            offset += start + end + 2;
-            rest = &self.body[offset..];
+            .collect()
+    }
+
+    /// Takes `params` (those of the version `params_from` names) before its own, then checks the
+    /// examples and the printing of values again with all of them.
+    pub fn inherit_params(
+        &mut self,
+        params: &IndexMap<String, ParamSpec>,
+    ) -> Result<(), TemplateError> {
+        if let Some(twice) = self.meta.params.keys().find(|k| params.contains_key(*k)) {
+            return Err(self.error(
+                0,
+                format!("parameter {twice} is also one of params_from's; declare it once"),
+            ));
         }
+        let mut all = params.clone();
+        all.extend(std::mem::take(&mut self.meta.params));
+        self.meta.params = all;
+        if let Some((name, key)) = unknown_example_param(&self.meta) {
+            return Err(self.error(0, format!("example {name:?} sets unknown parameter {key}")));
+        }
+        self.check_splicing()
+    }
+
+    fn check_splicing(&self) -> Result<(), TemplateError> {
+        let mut tainted = self.tainted_params();
+        check_splicing(&self.body, &mut tainted)
+            .map_err(|(line, message)| self.error(line, message))?;
         Ok(())
     }
+}
+
+/// Values are bound as `{name:Type}`, never printed into the SQL: a parameter (or a variable set
+/// from one, or a loop variable over one) may appear inside `{{ … }}` only when it declares its
+/// `allowed` values. `tainted` holds the names that may not be printed and grows with the body's
+/// assignments. Other templates come in only as fragments named by a literal
+/// (`{% include "funnel/_attempts.sql" %}`): their names, with the line, are returned so that the
+/// catalog checks each fragment with the same names. Errors are (line in `body`, message).
+pub fn check_splicing(
+    body: &str,
+    tainted: &mut BTreeSet<String>,
+) -> Result<Vec<(usize, String)>, (usize, String)> {
+    // `param | length` is a count, not the value: it may shape the SQL.
+    let length_of = regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_]*\s*\|\s*length\b")
+        .unwrap_or_else(|_| unreachable!());
+    let identifiers = |text: &str| -> Vec<String> {
+        // A string literal is text of the template, not a value.
+        let text = without_string_literals(text);
+        let text = length_of.replace_all(&text, "");
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut includes = Vec::new();
+    let mut rest = body;
+    let mut offset = 0;
+    while let Some(start) = rest.find("{%").into_iter().chain(rest.find("{{")).min() {
+        let is_print = rest[start..].starts_with("{{");
+        let close = if is_print { "}}" } else { "%}" };
+        let Some(end) = rest[start..].find(close) else {
+            break;
+        };
+        let inner = &rest[start + 2..start + end];
+        let line = body[..offset + start].matches('\n').count() + 1;
+        let words = identifiers(inner);
+        if is_print {
+            if let Some(bad) = words.iter().find(|w| tainted.contains(*w)) {
+                return Err((line, format!(
+                    "{{{{ {} }}}} prints the value of parameter {bad} into the SQL; bind it as {{{bad}:Type}} or declare its `allowed` values",
+                    inner.trim()
+                )));
+            }
+        } else if let Some(statement) = other_template(inner) {
+            match fragment_name(statement) {
+                Some(name) => includes.push((line, name.to_string())),
+                None => {
+                    return Err((
+                        line,
+                        format!(
+                            "{{% {} %}}: a template takes in other text only as `{{% include \"<name>/_<fragment>.sql\" %}}`",
+                            inner.trim()
+                        ),
+                    ))
+                }
+            }
+        } else if let Some((targets, source)) = assignment(inner) {
+            if identifiers(source).iter().any(|w| tainted.contains(w)) {
+                tainted.extend(identifiers(targets));
+            }
+        }
+        offset += start + end + 2;
+        rest = &body[offset..];
+    }
+    Ok(includes)
+}
+
+/// `text` with the contents of its quoted strings removed.
+fn without_string_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                }
+            }
+            None => {
+                if c == '"' || c == '\'' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// A statement that brings in another template (`include`, `import`, `from`, `extends`).
+fn other_template(statement: &str) -> Option<&str> {
+    let statement = statement
+        .trim()
+        .trim_start_matches('-')
+        .trim_end_matches('-')
+        .trim();
+    let keyword = statement.split_whitespace().next()?;
+    ["include", "import", "from", "extends"]
+        .contains(&keyword)
+        .then_some(statement)
+}
+
+/// The fragment of `include "<name>/_<fragment>.sql"`, the only form of [`other_template`] allowed.
+fn fragment_name(statement: &str) -> Option<&str> {
+    let name = statement
+        .strip_prefix("include")?
+        .trim()
+        .strip_prefix('"')?
+        .strip_suffix('"')?;
+    is_fragment_key(name).then_some(name)
+}
+
+/// `<name>/_<fragment>.sql`: how templates name a fragment.
+pub fn is_fragment_key(key: &str) -> bool {
+    let Some((dir, file)) = key.split_once('/') else {
+        return false;
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    plain(dir)
+        && file
+            .strip_prefix('_')
+            .and_then(|f| f.strip_suffix(".sql"))
+            .is_some_and(plain)
 }
 
 /// `for a, b in source` or `set a = source` inside `{% … %}`: (targets, source).
@@ -443,6 +568,17 @@ fn assignment(statement: &str) -> Option<(&str, &str)> {
         return rest.split_once('=');
     }
     None
+}
+
+/// The first (example, parameter) where an example sets a parameter the template does not take.
+fn unknown_example_param(meta: &Meta) -> Option<(String, String)> {
+    meta.examples.iter().find_map(|example| {
+        example
+            .params
+            .keys()
+            .find(|key| !meta.params.contains_key(*key))
+            .map(|key| (example.name.clone(), key.clone()))
+    })
 }
 
 /// The declared result columns as `(name, type)`.
