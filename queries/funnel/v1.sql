@@ -49,6 +49,11 @@ allowed = ["platform", "country", "browser", "os", "device_type", "channel", "ut
 type = "UUID"
 description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
 
+[deprecated]
+sunset = "2027-06-30"
+successor = "v2"
+note = "v2 counts the furthest step of any attempt (attempt=best, as windowFunnel and PostHog do); attempt=first answers as v1"
+
 [[examples]]
 name = "store purchase funnel, last 30 days"
 params = { steps = ["game_view", "add_to_cart", "checkout_started", "purchase"], from = "today-30d", to = "now" }

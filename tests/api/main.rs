@@ -15,6 +15,7 @@ mod bi;
 mod cache;
 mod durability;
 mod freshness;
+mod funnel;
 mod health;
 mod helpers;
 mod import;

@@ -1,5 +1,6 @@
 //! `dau`, `funnel` and `retention` against straightforward Rust implementations of their documented
-//! semantics, over randomly generated events (a fixed seed per case, several cases).
+//! semantics, over randomly generated events (a fixed seed per case, several cases); `funnel` with
+//! attempt=best also against ClickHouse's own `windowFunnel`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,8 @@ struct Ev {
     event: &'static str,
     ts: DateTime<Utc>,
     bot: bool,
+    /// A property for step filters.
+    price: i64,
 }
 
 const NAMES: &[&str] = &["view", "cart", "buy", "other"];
@@ -35,6 +38,7 @@ fn generate(seed: u64, start: DateTime<Utc>) -> Vec<Ev> {
                 event,
                 ts,
                 bot: rng.random_range(0..40) == 0,
+                price: rng.random_range(0..4),
             });
         }
     }
@@ -45,8 +49,7 @@ fn to_json(events: &[Ev]) -> Vec<Value> {
     events
         .iter()
         .map(|e| {
-            let mut v =
-                json!({"event": e.event, "user_id": e.user, "timestamp": e.ts.to_rfc3339()});
+            let mut v = json!({"event": e.event, "user_id": e.user, "timestamp": e.ts.to_rfc3339(), "properties": {"price": e.price}});
             if e.bot {
                 v["context"] = json!({"user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"});
             }
@@ -56,12 +59,21 @@ fn to_json(events: &[Ev]) -> Vec<Value> {
 }
 
 async fn run(app: &TestApp, name: &str, params: Value) -> Vec<Map<String, Value>> {
+    run_version(app, name, None, params).await
+}
+
+async fn run_version(
+    app: &TestApp,
+    name: &str,
+    version: Option<u32>,
+    params: Value,
+) -> Vec<Map<String, Value>> {
     let catalog = chgate::catalog::Catalog::load(
         &app.settings().catalog.dir,
         &app.settings().clickhouse.database,
     )
     .unwrap();
-    let template = catalog.get(name, None).unwrap();
+    let template = catalog.get(name, version).unwrap();
     chgate::check_live::query_rows_on(
         &app.clickhouse(),
         &catalog,
@@ -100,61 +112,151 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(values[lo] + (values[hi] - values[lo]) * (pos - lo as f64))
 }
 
-/// (users, conversion_from_previous, conversion_from_start, median_seconds_from_previous) per step.
-fn funnel_reference(
-    events: &[Ev],
-    steps: &[&str],
+/// A funnel as the reference implementations take it.
+struct Funnel<'a> {
+    steps: &'a [&'a str],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     window: i64,
     strict: bool,
-) -> Vec<(u64, f64, f64, Option<f64>)> {
+    /// attempt=best; otherwise attempt=first.
+    best: bool,
+    /// (step, minimum price): a property filter `price >= minimum` on that step (1-based).
+    min_price: Option<(usize, i64)>,
+    /// (event, from step, to step).
+    exclusions: &'a [(&'a str, usize, usize)],
+}
+
+impl Funnel<'_> {
+    /// The steps (1-based) an event satisfies.
+    fn matches(&self, e: &Ev) -> Vec<usize> {
+        (1..=self.steps.len())
+            .filter(|&k| {
+                self.steps[k - 1] == e.event
+                    && self
+                        .min_price
+                        .is_none_or(|(step, min)| step != k || e.price >= min)
+            })
+            .collect()
+    }
+
+    /// The template's parameters for this funnel.
+    fn params(&self) -> Value {
+        let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        let mut params = json!({
+            "steps": self.steps, "from": at(self.from), "to": at(self.to),
+            "window_seconds": self.window, "order": if self.strict { "strict" } else { "ordered" },
+            "attempt": if self.best { "best" } else { "first" },
+        });
+        if let Some((step, min)) = self.min_price {
+            params["filter_steps"] = json!([step]);
+            params["filter_properties"] = json!(["price"]);
+            params["filter_ops"] = json!([">="]);
+            params["filter_values"] = json!([min.to_string()]);
+        }
+        if !self.exclusions.is_empty() {
+            params["exclude_events"] =
+                json!(self.exclusions.iter().map(|x| x.0).collect::<Vec<_>>());
+            params["exclude_from_steps"] =
+                json!(self.exclusions.iter().map(|x| x.1).collect::<Vec<_>>());
+            params["exclude_to_steps"] =
+                json!(self.exclusions.iter().map(|x| x.2).collect::<Vec<_>>());
+        }
+        params
+    }
+}
+
+/// One attempt: the step times it reached within its window, or None when an exclusion drops it.
+fn attempt(f: &Funnel, evs: &[&Ev], entry: usize) -> Option<Vec<DateTime<Utc>>> {
+    let deadline = evs[entry].ts + Duration::seconds(f.window);
+    let mut times = vec![evs[entry].ts];
+    let mut prev = entry;
+    for k in 2..=f.steps.len() {
+        let fits = |j: &usize| f.matches(evs[*j]).contains(&k) && evs[*j].ts <= deadline;
+        let next = if f.strict {
+            Some(prev + 1).filter(|j| *j < evs.len() && fits(j))
+        } else {
+            (prev + 1..evs.len()).find(fits)
+        };
+        let Some(j) = next else { break };
+        times.push(evs[j].ts);
+        prev = j;
+    }
+    for &(event, a, b) in f.exclusions {
+        if times.len() < a {
+            continue;
+        }
+        let after = times[a - 1];
+        let dropped = evs.iter().any(|e| {
+            e.event == event
+                && e.ts > after
+                && match times.get(b - 1) {
+                    Some(until) => e.ts < *until,
+                    None => e.ts <= deadline,
+                }
+        });
+        if dropped {
+            return None;
+        }
+    }
+    Some(times)
+}
+
+/// (users, conversion_from_previous, conversion_from_start, median_seconds_from_previous) per step,
+/// straight from the template's description: every attempt followed event by event.
+fn funnel_reference(events: &[Ev], f: &Funnel) -> Vec<(u64, f64, f64, Option<f64>)> {
     let mut by_user: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
     for e in events
         .iter()
-        .filter(|e| !e.bot && e.ts >= from && e.ts < to)
+        .filter(|e| !e.bot && e.ts >= f.from && e.ts < f.to)
     {
-        if strict || steps.contains(&e.event) {
+        if f.strict || f.steps.contains(&e.event) || f.exclusions.iter().any(|x| x.0 == e.event) {
             by_user.entry(&e.user).or_default().push(e);
         }
     }
-    let mut reached = vec![0u64; steps.len()];
-    let mut gaps: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
+    let n = f.steps.len();
+    let mut reached = vec![0u64; n];
+    let mut gaps: Vec<Vec<f64>> = vec![Vec::new(); n];
     for evs in by_user.values_mut() {
-        // Ties in time go in step order (events that are no step first).
+        // Time order; the same time in step order (events that are no step first), then by the
+        // steps and exclusions they match, as the template's sort key has it.
         evs.sort_by_key(|e| {
-            (
-                e.ts,
-                steps
-                    .iter()
-                    .position(|s| *s == e.event)
-                    .map_or(0, |p| p + 1),
-            )
+            let steps = f.matches(e);
+            let excluded = f
+                .exclusions
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.0 == e.event);
+            let bits = steps.iter().map(|k| 1u64 << (k - 1)).sum::<u64>()
+                + excluded.map(|(j, _)| 1u64 << (n + j)).sum::<u64>();
+            (e.ts, steps.first().copied().unwrap_or(0), bits)
         });
-        let Some(first) = evs.iter().position(|e| e.event == steps[0]) else {
+        let entries = (0..evs.len()).filter(|&i| f.matches(evs[i]).contains(&1));
+        let attempts: Vec<Option<Vec<DateTime<Utc>>>> = if f.best {
+            entries.map(|i| attempt(f, evs, i)).collect()
+        } else {
+            entries.take(1).map(|i| attempt(f, evs, i)).collect()
+        };
+        // The furthest, and the earliest of those.
+        let Some(times) =
+            attempts
+                .into_iter()
+                .flatten()
+                .fold(None::<Vec<DateTime<Utc>>>, |best, a| match best {
+                    Some(b) if b.len() >= a.len() => Some(b),
+                    _ => Some(a),
+                })
+        else {
             continue;
         };
-        let t1 = evs[first].ts;
-        let mut prev = first;
-        reached[0] += 1;
-        for (k, step) in steps.iter().enumerate().skip(1) {
-            let next = if strict {
-                Some(prev + 1).filter(|&j| {
-                    j < evs.len()
-                        && evs[j].event == *step
-                        && evs[j].ts <= t1 + Duration::seconds(window)
-                })
-            } else {
-                (prev + 1..evs.len())
-                    .find(|&j| evs[j].event == *step && evs[j].ts <= t1 + Duration::seconds(window))
-            };
-            let Some(j) = next else { break };
+        for (k, t) in times.iter().enumerate() {
             reached[k] += 1;
-            gaps[k].push((evs[j].ts - evs[prev].ts).num_milliseconds() as f64 / 1000.0);
-            prev = j;
+            if k > 0 {
+                gaps[k].push((*t - times[k - 1]).num_milliseconds() as f64 / 1000.0);
+            }
         }
     }
-    (0..steps.len())
+    (0..n)
         .map(|k| {
             let users = reached[k];
             let previous = if k == 0 { users } else { reached[k - 1] };
@@ -180,6 +282,62 @@ fn funnel_reference(
             )
         })
         .collect()
+}
+
+/// Users reaching each step by ClickHouse's `windowFunnel(window)` in its default mode (no
+/// `strict_*` option): other events may come between steps, as with order=ordered; it keeps the
+/// furthest level over all starts, as attempt=best. Its events are sorted by time, then by
+/// condition, as the template takes same-timestamp events in step order.
+async fn window_funnel(app: &TestApp, f: &Funnel<'_>) -> Vec<u64> {
+    let conditions: Vec<String> = f.steps.iter().map(|s| format!("event = '{s}'")).collect();
+    let sql = format!(
+        "SELECT level, toUInt64(count()) FROM (SELECT actor_id, windowFunnel({})(toUInt64(toUnixTimestamp64Milli(timestamp)), {}) AS level \
+         FROM events WHERE timestamp >= ? AND timestamp < ? AND is_bot = 0 GROUP BY actor_id) GROUP BY level",
+        f.window * 1000,
+        conditions.join(", ")
+    );
+    let levels: Vec<(u8, u64)> = app
+        .clickhouse()
+        .query(&sql)
+        .bind(f.from.format("%Y-%m-%d %H:%M:%S").to_string())
+        .bind(f.to.format("%Y-%m-%d %H:%M:%S").to_string())
+        .fetch_all()
+        .await
+        .unwrap();
+    (1..=f.steps.len())
+        .map(|k| {
+            levels
+                .iter()
+                .filter(|(level, _)| usize::from(*level) >= k)
+                .map(|(_, users)| users)
+                .sum()
+        })
+        .collect()
+}
+
+fn assert_funnel(
+    rows: &[Map<String, Value>],
+    expected: &[(u64, f64, f64, Option<f64>)],
+    context: &str,
+) {
+    assert_eq!(rows.len(), expected.len(), "funnel rows, {context}");
+    for (k, (row, want)) in rows.iter().zip(expected).enumerate() {
+        let context = format!("funnel step {}, {context}: {row:?} vs {want:?}", k + 1);
+        assert_eq!(row["users"].as_u64().unwrap(), want.0, "{context}");
+        assert!(
+            close(row["conversion_from_previous"].as_f64().unwrap(), want.1),
+            "{context}"
+        );
+        assert!(
+            close(row["conversion_from_start"].as_f64().unwrap(), want.2),
+            "{context}"
+        );
+        match (row["median_seconds_from_previous"].as_f64(), want.3) {
+            (Some(a), Some(b)) => assert!(close(a, b), "{context}"),
+            (None, None) => {}
+            _ => panic!("{context}"),
+        }
+    }
 }
 
 fn monday(d: NaiveDate) -> NaiveDate {
@@ -240,7 +398,8 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[tokio::test]
-async fn dau_funnel_and_retention_agree_with_reference_implementations_on_random_events() {
+async fn dau_funnel_and_retention_agree_with_reference_implementations_and_window_funnel_on_random_events(
+) {
     let app = TestApp::spawn().await;
     let start = Utc.with_ymd_and_hms(2026, 2, 2, 0, 0, 0).unwrap();
     for seed in [1u64, 2, 3] {
@@ -283,34 +442,66 @@ async fn dau_funnel_and_retention_agree_with_reference_implementations_on_random
             .collect();
         assert_eq!(actual, dau_reference(&events, from, to), "dau, seed {seed}");
 
-        // funnel, ordered and strict, several windows
+        // funnel v1 (first attempts) and v2, ordered and strict, several windows
         let steps = ["view", "cart", "buy"];
         let (ffrom, fto) = (start + Duration::days(2), start + Duration::days(16));
         for (window, strict) in [(86_400i64, false), (3_600, false), (604_800, true)] {
-            let rows = run(&app, "funnel", json!({
-                "steps": steps, "from": ffrom.format("%Y-%m-%d %H:%M:%S").to_string(), "to": fto.format("%Y-%m-%d %H:%M:%S").to_string(),
-                "window_seconds": window, "order": if strict { "strict" } else { "ordered" }
-            }))
-            .await;
-            let expected = funnel_reference(&events, &steps, ffrom, fto, window, strict);
-            assert_eq!(rows.len(), 3, "funnel rows, seed {seed}");
-            for (k, (row, want)) in rows.iter().zip(&expected).enumerate() {
-                let context = format!("funnel step {} window {window} strict {strict} seed {seed}: {row:?} vs {want:?}", k + 1);
-                assert_eq!(row["users"].as_u64().unwrap(), want.0, "{context}");
-                assert!(
-                    close(row["conversion_from_previous"].as_f64().unwrap(), want.1),
-                    "{context}"
+            let first = Funnel {
+                steps: &steps,
+                from: ffrom,
+                to: fto,
+                window,
+                strict,
+                best: false,
+                min_price: None,
+                exclusions: &[],
+            };
+            let expected = funnel_reference(&events, &first);
+            let context = format!("window {window} strict {strict} seed {seed}");
+            let mut v1_params = first.params();
+            v1_params.as_object_mut().unwrap().remove("attempt");
+            let v1 = run_version(&app, "funnel", Some(1), v1_params).await;
+            assert_funnel(&v1, &expected, &format!("v1, {context}"));
+            let v2 = run(&app, "funnel", first.params()).await;
+            assert_funnel(&v2, &expected, &format!("attempt=first, {context}"));
+            let best = Funnel {
+                best: true,
+                ..first
+            };
+            let v2 = run(&app, "funnel", best.params()).await;
+            if !strict {
+                let users: Vec<u64> = v2.iter().map(|r| r["users"].as_u64().unwrap()).collect();
+                assert_eq!(
+                    users,
+                    window_funnel(&app, &best).await,
+                    "attempt=best against windowFunnel, {context}"
                 );
-                assert!(
-                    close(row["conversion_from_start"].as_f64().unwrap(), want.2),
-                    "{context}"
-                );
-                match (row["median_seconds_from_previous"].as_f64(), want.3) {
-                    (Some(a), Some(b)) => assert!(close(a, b), "{context}"),
-                    (None, None) => {}
-                    _ => panic!("{context}"),
-                }
             }
+            assert_funnel(
+                &v2,
+                &funnel_reference(&events, &best),
+                &format!("attempt=best, {context}"),
+            );
+        }
+        // funnel v2 with a property filter and exclusions
+        let exclusions = [("other", 1, 3), ("buy", 1, 2)];
+        for (best, strict) in [(true, false), (false, false), (true, true)] {
+            let f = Funnel {
+                steps: &steps,
+                from: ffrom,
+                to: fto,
+                window: 86_400,
+                strict,
+                best,
+                min_price: Some((2, 2)),
+                exclusions: &exclusions,
+            };
+            let rows = run(&app, "funnel", f.params()).await;
+            assert_funnel(
+                &rows,
+                &funnel_reference(&events, &f),
+                &format!("filter and exclusions, best {best} strict {strict} seed {seed}"),
+            );
         }
 
         // retention, weekly
