@@ -2,7 +2,13 @@
 description = """
 Rolling active users for each UTC day from `from` to `to`: distinct users active that day (DAU,
 granularity=day), in the 7 days ending that day (WAU, week) or in the 30 days ending that day (MAU,
-month). Bots excluded. Served from the dau_daily rollup."""
+month), as PostHog's weekly and monthly active users. Days without activity are listed with 0.
+Bots excluded. Served from the dau_daily rollup.
+
+On purpose: any event makes a user active (PostHog counts a chosen event); a user is an actor_id
+(user_id, else anonymous_id; identities are not merged, so one person before and after being
+identified counts twice that day); and the counts are ClickHouse's uniq, exact but for rare hash
+collisions up to 65 536 users per period and a sampled estimate above (PostHog counts exactly)."""
 roles = ["admin", "analyst", "marketer", "support", "service"]
 cache_ttl_secs = 300
 max_execution_secs = 15

@@ -24,6 +24,11 @@ type = "String"
 default = "day"
 allowed = ["day", "week", "month"]
 
+[deprecated]
+sunset = "2027-06-30"
+successor = "v2"
+note = "v2 lists periods without new users with 0"
+
 [[examples]]
 name = "weekly, last quarter"
 params = { from = "today-90d", to = "today", granularity = "week" }

@@ -33,6 +33,11 @@ default = 10
 min = 1
 max = 100
 
+[deprecated]
+sunset = "2027-06-30"
+successor = "v2"
+note = "v2 takes events of the same millisecond in a fixed order (by event name)"
+
 [[examples]]
 name = "paths from the home page, last week"
 params = { from = "today-7d", to = "now", start_event = "page_view", depth = 4 }

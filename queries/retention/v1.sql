@@ -47,6 +47,11 @@ description = "Count returns by this event (default: any event)"
 type = "UUID"
 description = "Only members of this segment (its latest refresh), to compare a segment with everyone"
 
+[deprecated]
+sunset = "2027-06-30"
+successor = "v2"
+note = "v2 cohorts are whole periods and start_event cohorts begin at the first start_event ever"
+
 [[examples]]
 name = "weekly cohorts, last 8 weeks"
 params = { from = "today-56d", to = "today", period = "week", periods = 8 }

@@ -1,10 +1,9 @@
 //! `funnel` v2 and `funnel_time_to_convert`: one rule of their documented semantics per test, each
 //! on a handful of events of 2026-05-04 (UTC).
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{call, TestApp};
+use crate::helpers::{app_with, ask, column, rows, TestApp};
 
 /// An event of `user` at `at` (hh:mm:ss[.mmm]) on 2026-05-04; `extra` is merged into it.
 fn ev(user: &str, event: &str, at: &str, extra: Value) -> Value {
@@ -24,29 +23,6 @@ fn day(params: Value) -> Value {
     all
 }
 
-/// A gateway with `events` loaded.
-async fn app_with(events: &[Value]) -> TestApp {
-    let app = TestApp::spawn().await;
-    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), events)
-        .await
-        .unwrap();
-    app
-}
-
-/// `path` called by an analyst with `params` as its JSON body: the status and the body.
-async fn ask(app: &TestApp, path: &str, params: Value) -> (u16, Value) {
-    let key = app.create_key("analyst").await;
-    let (status, body, _) = call(app, Method::POST, path, &key, Some(params)).await;
-    (status, body)
-}
-
-/// The rows of a successful call.
-async fn rows(app: &TestApp, path: &str, params: Value) -> Vec<Value> {
-    let (status, body) = ask(app, path, params).await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].as_array().unwrap().clone()
-}
-
 /// The funnel's rows over the day.
 async fn funnel(app: &TestApp, params: Value) -> Vec<Value> {
     rows(app, "/v1/queries/funnel", day(params)).await
@@ -58,11 +34,6 @@ async fn best_and_first(app: &TestApp, params: Value) -> (Vec<Value>, Vec<Value>
     let best = rows(app, "/v1/queries/funnel", first.clone()).await;
     first["attempt"] = json!("first");
     (best, rows(app, "/v1/queries/funnel", first).await)
-}
-
-/// One column of the rows.
-fn column(rows: &[Value], name: &str) -> Vec<Value> {
-    rows.iter().map(|r| r[name].clone()).collect()
 }
 
 #[tokio::test]

@@ -403,3 +403,31 @@ pub async fn serve(router: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, router).await });
     url
 }
+
+/// A gateway with `events` loaded into `events` (one insert; the rollups fill from it).
+pub async fn app_with(events: &[serde_json::Value]) -> TestApp {
+    let app = TestApp::spawn().await;
+    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), events)
+        .await
+        .expect("events load");
+    app
+}
+
+/// `path` called by an analyst with `params` as its JSON body: the status and the body.
+pub async fn ask(app: &TestApp, path: &str, params: serde_json::Value) -> (u16, serde_json::Value) {
+    let key = app.create_key("analyst").await;
+    let (status, body, _) = call(app, reqwest::Method::POST, path, &key, Some(params)).await;
+    (status, body)
+}
+
+/// The rows of a successful call.
+pub async fn rows(app: &TestApp, path: &str, params: serde_json::Value) -> Vec<serde_json::Value> {
+    let (status, body) = ask(app, path, params).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// One column of the rows.
+pub fn column(rows: &[serde_json::Value], name: &str) -> Vec<serde_json::Value> {
+    rows.iter().map(|r| r[name].clone()).collect()
+}

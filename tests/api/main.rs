@@ -13,6 +13,7 @@ mod attacks;
 mod audit;
 mod bi;
 mod cache;
+mod definitions;
 mod durability;
 mod freshness;
 mod funnel;

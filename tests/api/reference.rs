@@ -344,14 +344,21 @@ fn monday(d: NaiveDate) -> NaiveDate {
     d - Duration::days(d.weekday().num_days_from_monday() as i64)
 }
 
-/// (cohort, cohort_size, offset, retained) for weekly cohorts by first seen.
+/// (cohort, cohort_size, offset, retained) for weekly cohorts by first seen: users first seen from
+/// `from` to `to` (v1), or in the whole weeks containing them (`whole_weeks`, v2).
 fn retention_reference(
     events: &[Ev],
     from: NaiveDate,
     to: NaiveDate,
     periods: u32,
     today: NaiveDate,
+    whole_weeks: bool,
 ) -> Vec<(String, u64, u64, u64)> {
+    let (from, to) = if whole_weeks {
+        (monday(from), monday(to) + Duration::days(6))
+    } else {
+        (from, to)
+    };
     let humans: Vec<&Ev> = events.iter().filter(|e| !e.bot).collect();
     let mut first: BTreeMap<&str, NaiveDate> = BTreeMap::new();
     for e in &humans {
@@ -391,6 +398,67 @@ fn retention_reference(
         }
     }
     out
+}
+
+fn retention_rows(rows: &[Map<String, Value>]) -> Vec<(String, u64, u64, u64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["cohort"].as_str().unwrap().to_string(),
+                r["cohort_size"].as_u64().unwrap(),
+                r["period_offset"].as_u64().unwrap(),
+                r["retained"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Weekly retention by ClickHouse's own `retention(cond_0, …, cond_periods)` over `events` (not the
+/// rollups): cohorts are the Monday of each user's first event (bots excluded) in the weeks
+/// containing `from` to `to`; cond_k holds for events in the k-th week after, and retention()
+/// answers, per user, cond_0 and cond_0 AND cond_k. The weeks are all in the past.
+async fn retention_by_clickhouse(
+    app: &TestApp,
+    from: NaiveDate,
+    to: NaiveDate,
+    periods: u32,
+) -> Vec<(String, u64, u64, u64)> {
+    let conditions: Vec<String> = (0..=periods)
+        .map(|k| format!("toMonday(toDate(e.timestamp)) = c.cohort + {}", 7 * k))
+        .collect();
+    let sql = format!(
+        "SELECT toString(cohort) AS cohort, sumForEach(r) AS retained FROM (\
+           SELECT e.actor_id, any(c.cohort) AS cohort, retention({}) AS r \
+           FROM events AS e INNER JOIN (\
+             SELECT actor_id, toMonday(toDate(min(timestamp))) AS cohort FROM events WHERE is_bot = 0 GROUP BY actor_id \
+             HAVING cohort BETWEEN toMonday(toDate(?)) AND toMonday(toDate(?))) AS c ON c.actor_id = e.actor_id \
+           WHERE e.is_bot = 0 GROUP BY e.actor_id) \
+         GROUP BY cohort ORDER BY cohort",
+        conditions.join(", ")
+    );
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Cohort {
+        cohort: String,
+        retained: Vec<u64>,
+    }
+    let cohorts: Vec<Cohort> = app
+        .clickhouse()
+        .query(&sql)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all()
+        .await
+        .unwrap();
+    cohorts
+        .into_iter()
+        .flat_map(|Cohort { cohort, retained }| {
+            let size = retained[0];
+            retained
+                .into_iter()
+                .enumerate()
+                .map(move |(k, n)| (cohort.clone(), size, k as u64, n))
+        })
+        .collect()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -504,28 +572,29 @@ async fn dau_funnel_and_retention_agree_with_reference_implementations_and_windo
             );
         }
 
-        // retention, weekly
+        // retention, weekly, over a range that starts and ends mid-week
         let today = Utc::now().date_naive();
         let (rfrom, rto) = (
-            NaiveDate::from_ymd_opt(2026, 2, 2).unwrap(),
-            NaiveDate::from_ymd_opt(2026, 2, 15).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 2, 4).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 2, 18).unwrap(),
         );
-        let rows = run(&app, "retention", json!({"from": rfrom.to_string(), "to": rto.to_string(), "period": "week", "periods": 3})).await;
-        let actual: Vec<(String, u64, u64, u64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r["cohort"].as_str().unwrap().to_string(),
-                    r["cohort_size"].as_u64().unwrap(),
-                    r["period_offset"].as_u64().unwrap(),
-                    r["retained"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let params = json!({"from": rfrom.to_string(), "to": rto.to_string(), "period": "week", "periods": 3});
+        let v1 = run_version(&app, "retention", Some(1), params.clone()).await;
+        let v2 = run(&app, "retention", params).await;
         assert_eq!(
-            actual,
-            retention_reference(&events, rfrom, rto, 3, today),
-            "retention, seed {seed}"
+            retention_rows(&v1),
+            retention_reference(&events, rfrom, rto, 3, today, false),
+            "retention v1, seed {seed}"
+        );
+        assert_eq!(
+            retention_rows(&v2),
+            retention_by_clickhouse(&app, rfrom, rto, 3).await,
+            "retention v2 against ClickHouse's retention(), seed {seed}"
+        );
+        assert_eq!(
+            retention_rows(&v2),
+            retention_reference(&events, rfrom, rto, 3, today, true),
+            "retention v2, seed {seed}"
         );
     }
 }
