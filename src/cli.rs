@@ -209,6 +209,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// The funnel template (attempt=best, no breakdown) and a bare windowFunnel query over the
+    /// same rows and steps, alternating, directly on ClickHouse (the configured database).
+    Funnel {
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        /// The range: the last N days, up to now.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 86400)]
+        window_seconds: u32,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "game_view,add_to_cart,checkout_started,purchase"
+        )]
+        steps: Vec<String>,
+        /// Also time funnel v1 (first attempts).
+        #[arg(long)]
+        v1: bool,
+    },
     /// Every template's first example through the gateway and directly on ClickHouse.
     Queries {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -558,6 +578,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 phase.p50_ms,
                 phase.p99_ms
             ))
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Funnel {
+                    iterations,
+                    days,
+                    window_seconds,
+                    steps,
+                    v1,
+                },
+        } => {
+            let catalog = crate::catalog::Catalog::load_or_explain(
+                &settings.catalog.dir,
+                &settings.clickhouse.database,
+            )?;
+            let bench = crate::bench::funnel::FunnelBench {
+                iterations,
+                days,
+                window_seconds,
+                steps,
+                with_v1: v1,
+            };
+            let report = crate::bench::funnel::run(&settings, &catalog, &bench).await?;
+            write_out(report.trim_end())
         }
         Command::Bench {
             command:

@@ -1,7 +1,9 @@
 /*---
 description = """
-Conversion through 2-10 ordered steps for events with from <= timestamp < to (UTC), bots excluded.
-A step is an event name, optionally narrowed by property filters (filter_*).
+Conversion through 2-10 ordered steps for events with from <= timestamp < to (UTC, at most 30
+years), bots excluded. A step is an event name, optionally narrowed by property filters (filter_*).
+A user is an actor_id (user_id, else anonymous_id): identities are not merged, so steps before and
+after a visitor is identified belong to two users (PostHog merges them into one person).
 
 An attempt starts at a step-1 event. Each next step of an attempt is the earliest event after the
 attempt's previous step that matches it (order=ordered: other events may come in between;

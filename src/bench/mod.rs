@@ -1,6 +1,8 @@
 //! `chgate bench ingest`: a load generator for a running gateway, compared in the same run with a
 //! direct `JSONEachRow` insert of the same events into ClickHouse.
 
+pub mod funnel;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

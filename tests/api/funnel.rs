@@ -351,6 +351,10 @@ async fn filter_and_exclusion_lists_that_do_not_fit_get_400_naming_the_parameter
             with(json!({"exclude_events": ["x"]})),
             "exclude_from_steps: must have as many items as exclude_events",
         ),
+        (
+            with(json!({"from": "1990-01-01 00:00:00"})),
+            "to: must be at most 30 years after from",
+        ),
     ];
 
     for (params, rule) in cases {
