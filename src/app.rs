@@ -64,6 +64,14 @@ pub struct SharedState {
     pub buffers: crate::http::body::MemoryBudget,
     /// Runs templates for principals: every consumer's one path.
     pub runner: crate::query::runner::Runner,
+    /// What stored, scheduled definitions (alerts, reports, segments) use.
+    pub definitions: crate::definitions::Context,
+}
+
+impl axum::extract::FromRef<AppState> for crate::definitions::Context {
+    fn from_ref(state: &AppState) -> Self {
+        state.definitions.clone()
+    }
 }
 
 impl AppState {
@@ -111,10 +119,23 @@ impl AppState {
             audit: audit.clone(),
             pii_salt: Arc::from(settings.privacy.salt.expose()),
         };
+        let scheduler = crate::schedule::Scheduler::new(postgres.pool().clone());
+        let settings = Arc::new(settings);
+        let definitions = crate::definitions::Context {
+            pool: postgres.pool().clone(),
+            runner: runner.clone(),
+            access: access.clone(),
+            clickhouse: clickhouse.clone(),
+            scheduler: scheduler.clone(),
+            outbound: outbound.clone(),
+            audit: audit.clone(),
+            settings: settings.clone(),
+        };
         let state = SharedState {
+            definitions,
             runner,
             buffers,
-            scheduler: crate::schedule::Scheduler::new(postgres.pool().clone()),
+            scheduler,
             outbound,
             upstream,
             cache,
@@ -126,7 +147,7 @@ impl AppState {
             pipeline,
             catalog,
             access,
-            settings: Arc::new(settings),
+            settings,
         };
         Ok((Self(Arc::new(state)), workers))
     }
@@ -220,7 +241,7 @@ impl Application {
             let settings = &self.state.settings.scheduler;
             crate::schedule::spawn(
                 self.state.scheduler.clone(),
-                crate::jobs::Jobs::new(self.state.clone()),
+                crate::definitions::jobs::Jobs::new(self.state.definitions.clone()),
                 std::time::Duration::from_millis(settings.tick_ms.max(50)),
                 settings.parallel,
                 shutdown.clone(),

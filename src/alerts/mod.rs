@@ -18,9 +18,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::channels::{Channel, Notification};
-use crate::app::AppState;
 use crate::auth::Principal;
-use crate::schedule::{Outcome, Schedule};
+use crate::definitions::owner::Owner;
+use crate::definitions::{Context, Kind, Plan, RunError};
+use crate::schedule::{Claimed, Outcome, Schedule};
 
 /// Job kind of alert evaluations in the scheduler.
 pub const JOB_KIND: &str = "alert";
@@ -257,7 +258,7 @@ pub struct Alert {
     pub spec: AlertSpec,
     #[serde(flatten)]
     #[sqlx(flatten)]
-    pub owner: crate::owner::Owner,
+    pub owner: Owner,
     pub state: String,
     pub state_since: DateTime<Utc>,
     pub last_value: Option<f64>,
@@ -291,19 +292,51 @@ pub struct AlertEvent {
     pub deliveries: Value,
 }
 
-const COLUMNS: &str = "id, name, spec, owner_name, owner_role, owner_key_id, owner_attributes, state, state_since, last_value, last_evaluated_at, last_notified_at, last_error, created_at, updated_at";
+/// Alerts: definitions of kind `alert`, with their state in `alerts`.
+pub struct Alerts;
 
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Alert>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM alerts WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
+impl Kind for Alerts {
+    const KIND: &'static str = JOB_KIND;
+    const PLURAL: &'static str = "alerts";
+    const INVALID: &'static str = "invalid_alert";
+    const UNKNOWN: &'static str = "unknown_alert";
+    const RUN_FAILED: &'static str = "evaluation_failed";
+    const RUN_PATH: &'static str = "evaluate";
+    /// A new or replaced alert starts over at `ok`.
+    const ON_STORE: Option<&'static str> = Some(
+        "INSERT INTO alerts (id) VALUES ($1) ON CONFLICT (id) DO UPDATE
+         SET state = 'ok', state_since = now(), last_error = NULL",
+    );
 
-pub async fn list(pool: &PgPool) -> Result<Vec<Alert>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM alerts ORDER BY created_at"))
-        .fetch_all(pool)
-        .await
+    type Spec = AlertSpec;
+    type View = Alert;
+
+    fn name(spec: &AlertSpec) -> &str {
+        &spec.name
+    }
+
+    fn validate(ctx: &Context, owner: &Principal, spec: &AlertSpec) -> Result<Plan, String> {
+        Ok(Plan {
+            schedule: Some(validate(ctx, owner, spec)?),
+            enabled: spec.enabled,
+        })
+    }
+
+    fn select() -> String {
+        format!(
+            "SELECT {}, a.state, a.state_since, a.last_value, a.last_evaluated_at, a.last_notified_at, a.last_error
+             FROM definitions AS d JOIN alerts AS a ON a.id = d.id WHERE d.kind = '{JOB_KIND}'",
+            crate::definitions::COLUMNS
+        )
+    }
+
+    fn owner(alert: &Alert) -> &Owner {
+        &alert.owner
+    }
+
+    async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
+        evaluate(ctx, claimed.target).await.map_err(RunError)
+    }
 }
 
 pub async fn events(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<AlertEvent>, sqlx::Error> {
@@ -334,13 +367,13 @@ fn message(alert: &Alert, kind: &str, value: Option<f64>) -> String {
 }
 
 /// Evaluates an alert once: runs its template, moves its state, records the event and notifies.
-pub async fn evaluate(state: &AppState, id: Uuid) -> Result<Outcome, String> {
-    let pool = state.postgres.pool();
-    let alert = load(pool, id)
+pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, String> {
+    let pool = &ctx.pool;
+    let alert = Alerts::load(pool, id)
         .await
         .map_err(|e| format!("cannot load the alert: {e}"))?
         .ok_or_else(|| "the alert no longer exists".to_string())?;
-    let observed = state
+    let observed = ctx
         .runner
         .run_json(&alert.owner(), call(&alert.spec))
         .await
@@ -436,10 +469,10 @@ pub async fn evaluate(state: &AppState, id: Uuid) -> Result<Outcome, String> {
             at: now,
         };
         deliveries = channels::deliver_all(
-            &state.outbound,
+            &ctx.outbound,
             &alert.spec.channels,
             &notification,
-            &state.settings.alerts,
+            &ctx.settings.alerts,
         )
         .await;
         let _ = sqlx::query("UPDATE alert_events SET deliveries = $2 WHERE id = $1")
@@ -463,7 +496,7 @@ pub async fn evaluate(state: &AppState, id: Uuid) -> Result<Outcome, String> {
 /// Validates a definition for `principal`: fields, schedule, channels, and that the principal may
 /// run the template with these parameters.
 pub fn validate(
-    state: &AppState,
+    ctx: &Context,
     principal: &Principal,
     spec: &AlertSpec,
 ) -> Result<Schedule, String> {
@@ -483,10 +516,10 @@ pub fn validate(
         return Err("channels: at most 10".into());
     }
     for (i, channel) in spec.channels.iter().enumerate() {
-        channel.validate(&format!("channels[{i}]"), &state.settings.alerts)?;
+        channel.validate(&format!("channels[{i}]"), &ctx.settings.alerts)?;
     }
     let schedule = Schedule::parse(&spec.schedule).map_err(|e| format!("schedule: {e}"))?;
-    let template = state
+    let template = ctx
         .runner
         .template(&spec.template, spec.version)
         .map_err(|e| format!("template: {e}"))?;
@@ -500,15 +533,9 @@ pub fn validate(
             columns.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    state
-        .runner
+    ctx.runner
         .check(principal, &call(spec))
-        .map_err(|e| match e {
-            e @ (crate::query::runner::QueryError::TemplateNotAllowed { .. }
-            | crate::query::runner::QueryError::UnknownTemplate { .. }
-            | crate::query::runner::QueryError::UnknownVersion { .. }) => format!("template: {e}"),
-            e => format!("params: {e}"),
-        })?;
+        .map_err(|e| format!("{}: {e}", e.field()))?;
     Ok(schedule)
 }
 

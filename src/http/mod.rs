@@ -17,10 +17,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
+use crate::alerts::Alerts;
 use crate::app::AppState;
+use crate::definitions::http as definitions;
 use crate::error::ApiError;
 use crate::ingest::http as ingest;
 use crate::query::http as query;
+use crate::reports::Reports;
+use crate::segments::Segments;
 
 /// Builds the REST API router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -39,53 +43,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/keys/{key}",
             axum::routing::delete(crate::admin::revoke),
         )
-        .route(
-            "/v1/alerts",
-            get(crate::alerts::http::list).post(crate::alerts::http::create),
-        )
-        .route(
-            "/v1/alerts/{id}",
-            get(crate::alerts::http::get)
-                .put(crate::alerts::http::replace)
-                .delete(crate::alerts::http::delete),
-        )
+        .merge(definitions::routes::<Alerts, AppState>())
         .route("/v1/alerts/{id}/events", get(crate::alerts::http::events))
-        .route("/v1/alerts/{id}/runs", get(crate::alerts::http::runs))
-        .route(
-            "/v1/alerts/{id}/evaluate",
-            post(crate::alerts::http::evaluate),
-        )
-        .route(
-            "/v1/segments",
-            get(crate::segments::http::list).post(crate::segments::http::create),
-        )
-        .route(
-            "/v1/segments/{id}",
-            get(crate::segments::http::get)
-                .put(crate::segments::http::replace)
-                .delete(crate::segments::http::delete),
-        )
-        .route(
-            "/v1/segments/{id}/refresh",
-            post(crate::segments::http::refresh),
-        )
+        .merge(definitions::routes::<Segments, AppState>())
         .route("/v1/segments/{id}/users", get(crate::segments::http::users))
         .route(
             "/v1/segments/{id}/export",
             post(crate::segments::http::export),
         )
-        .route(
-            "/v1/reports",
-            get(crate::reports::http::list).post(crate::reports::http::create),
-        )
-        .route(
-            "/v1/reports/{id}",
-            get(crate::reports::http::get)
-                .put(crate::reports::http::replace)
-                .delete(crate::reports::http::delete),
-        )
-        .route("/v1/reports/{id}/run", post(crate::reports::http::run))
-        .route("/v1/reports/{id}/runs", get(crate::reports::http::runs))
+        .merge(definitions::routes::<Reports, AppState>())
         .route(
             "/v1/reports/runs/{run}/download",
             get(crate::reports::http::download),

@@ -96,6 +96,19 @@ pub enum QueryError {
     Refused(#[from] ApiError),
 }
 
+impl QueryError {
+    /// The field of a stored call (an alert's, a report's) the error is about: `template` when
+    /// the template cannot be run at all, else `params`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::UnknownTemplate { .. }
+            | Self::UnknownVersion { .. }
+            | Self::TemplateNotAllowed { .. } => "template",
+            Self::ExportNotAllowed { .. } | Self::Refused(_) => "params",
+        }
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {

@@ -12,13 +12,13 @@ pub mod render;
 use chrono::{DateTime, Datelike, Duration, DurationRound as _, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::render::{ChartSpec, Header, Table};
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::catalog::params::{ParamSpec, ParamType, Scalar};
+use crate::definitions::owner::Owner;
+use crate::definitions::{Context, Kind, Plan, RunError};
 use crate::schedule::{Claimed, Outcome, Schedule};
 
 /// Job kind of report runs in the scheduler.
@@ -98,22 +98,58 @@ pub struct Report {
     pub spec: ReportSpec,
     #[serde(flatten)]
     #[sqlx(flatten)]
-    pub owner: crate::owner::Owner,
+    pub owner: Owner,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Report>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM reports WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
+/// Reports: definitions of kind `report`; their files are in `report_files`.
+pub struct Reports;
 
-pub async fn list(pool: &PgPool) -> Result<Vec<Report>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM reports ORDER BY created_at")
-        .fetch_all(pool)
-        .await
+impl Kind for Reports {
+    const KIND: &'static str = JOB_KIND;
+    const PLURAL: &'static str = "reports";
+    const INVALID: &'static str = "invalid_report";
+    const UNKNOWN: &'static str = "unknown_report";
+    const RUN_FAILED: &'static str = "report_failed";
+    const RUN_PATH: &'static str = "run";
+
+    type Spec = ReportSpec;
+    type View = Report;
+
+    fn name(spec: &ReportSpec) -> &str {
+        &spec.name
+    }
+
+    fn validate(ctx: &Context, owner: &Principal, spec: &ReportSpec) -> Result<Plan, String> {
+        Ok(Plan {
+            schedule: validate(ctx, owner, spec)?,
+            enabled: spec.enabled,
+        })
+    }
+
+    fn select() -> String {
+        format!(
+            "SELECT d.id, d.spec, d.owner_name, d.owner_role, d.owner_key_id, d.owner_attributes, d.created_at, d.updated_at
+             FROM definitions AS d WHERE d.kind = '{JOB_KIND}'"
+        )
+    }
+
+    fn owner(report: &Report) -> &Owner {
+        &report.owner
+    }
+
+    /// The report with its latest runs.
+    async fn detail(ctx: &Context, report: Report) -> Result<Value, sqlx::Error> {
+        let runs = ctx.scheduler.runs(JOB_KIND, report.id, 10).await?;
+        let mut body = json!(report);
+        body["runs"] = json!(runs);
+        Ok(body)
+    }
+
+    async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
+        generate(ctx, claimed).await.map_err(RunError)
+    }
 }
 
 /// `[start, end)` of a named period at `at` (UTC). Weeks start on Monday; `this_*` periods end
@@ -240,14 +276,14 @@ fn param_text(param: &ParamSpec, when: DateTime<Utc>) -> Option<String> {
 /// Validates a definition for `principal`: fields, schedule, delivery, and that the principal may
 /// run the template with these parameters now. The schedule, if any.
 pub fn validate(
-    state: &AppState,
+    ctx: &Context,
     principal: &Principal,
     spec: &ReportSpec,
 ) -> Result<Option<Schedule>, String> {
     if spec.name.trim().is_empty() || spec.name.len() > 200 {
         return Err("name: must be 1 to 200 characters".into());
     }
-    let role = state.access.role(principal).map_err(|e| e.to_string())?;
+    let role = ctx.access.role(principal).map_err(|e| e.to_string())?;
     if !role.export {
         return Err(format!(
             "the role {:?} may not export results, and a report is an export",
@@ -265,22 +301,16 @@ pub fn validate(
         .as_deref()
         .map(|s| Schedule::parse(s).map_err(|e| format!("schedule: {e}")))
         .transpose()?;
-    let template = state
+    let template = ctx
         .runner
         .template(&spec.template, spec.version)
         .map_err(|e| format!("template: {e}"))?;
     let columns: Vec<String> = template.meta().columns.keys().cloned().collect();
     spec.chart.validate(&columns)?;
     let params = resolve_params(spec, &template.meta().params, Utc::now())?;
-    state
-        .runner
+    ctx.runner
         .check(principal, &call(spec, template.version(), params))
-        .map_err(|e| match e {
-            e @ (crate::query::runner::QueryError::TemplateNotAllowed { .. }
-            | crate::query::runner::QueryError::UnknownTemplate { .. }
-            | crate::query::runner::QueryError::UnknownVersion { .. }) => format!("template: {e}"),
-            e => format!("params: {e}"),
-        })?;
+        .map_err(|e| format!("{}: {e}", e.field()))?;
     Ok(schedule)
 }
 
@@ -317,9 +347,9 @@ fn file_name(name: &str, at: DateTime<Utc>, extension: &str) -> String {
 
 /// Runs a report (the scheduler's executor for kind `report`): runs the template as the owner,
 /// renders the file, stores and/or delivers it.
-pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, String> {
-    let pool = state.postgres.pool();
-    let report = load(pool, claimed.target)
+pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, String> {
+    let pool = &ctx.pool;
+    let report = Reports::load(pool, claimed.target)
         .await
         .map_err(|e| format!("cannot load the report: {e}"))?
         .ok_or_else(|| "the report no longer exists".to_string())?;
@@ -327,12 +357,12 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
     let owner = report.owner.principal();
     let at = claimed.scheduled_for;
     let started = std::time::Instant::now();
-    let template = state
+    let template = ctx
         .runner
         .template(&spec.template, spec.version)
         .map_err(|e| format!("template: {e}"))?;
     let params = resolve_params(spec, &template.meta().params, at)?;
-    let result = state
+    let result = ctx
         .runner
         .run_json(&owner, call(spec, template.version(), params.clone()))
         .await
@@ -352,7 +382,7 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
     let (format, chart, pdf_rows) = (
         spec.format,
         spec.chart.clone(),
-        state.settings.reports.pdf_max_rows,
+        ctx.settings.reports.pdf_max_rows,
     );
     let file = tokio::task::spawn_blocking(move || match format {
         Format::Csv => render::csv(&table),
@@ -364,10 +394,10 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
     .map_err(|e| format!("rendering failed: {e}"))??;
     let filename = file_name(&spec.name, at, file.extension);
     let bytes = file.bytes.len();
-    if bytes > state.settings.reports.max_file_bytes {
+    if bytes > ctx.settings.reports.max_file_bytes {
         return Err(format!(
             "the {format:?} file has {bytes} bytes, over reports.max_file_bytes ({}); narrow the period or use csv",
-            state.settings.reports.max_file_bytes
+            ctx.settings.reports.max_file_bytes
         ));
     }
     metrics::histogram!("chgate_report_bytes", "format" => file.extension).record(bytes as f64);
@@ -399,7 +429,7 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
         let expired = sqlx::query(
             "DELETE FROM report_files WHERE created_at < now() - make_interval(days => $1)",
         )
-        .bind(state.settings.reports.retention_days as i32)
+        .bind(ctx.settings.reports.retention_days as i32)
         .execute(pool)
         .await;
         if let Err(e) = expired {
@@ -428,12 +458,12 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
     record.rows = Some(rows as i64);
     record.bytes = Some(bytes as i64);
     if let Some(url) = &spec.delivery.webhook {
-        let delivery = deliver(state, url, &report, claimed.run_id, &filename, &file).await;
+        let delivery = deliver(ctx, url, &report, claimed.run_id, &filename, &file).await;
         result["webhook"] = json!(delivery);
         if !delivery.delivered {
             record.outcome = "webhook_failed".into();
             record.status = 502;
-            state.audit.record(record);
+            ctx.audit.record(record);
             return Err(format!(
                 "the webhook did not take the file after {} attempts: {}{}",
                 delivery.attempts,
@@ -446,7 +476,7 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
             ));
         }
     }
-    state.audit.record(record);
+    ctx.audit.record(record);
     Ok(Outcome {
         rows: Some(rows as i64),
         result: Some(result),
@@ -455,7 +485,7 @@ pub async fn generate(state: &AppState, claimed: &Claimed) -> Result<Outcome, St
 
 /// Sends the file to the webhook, retrying with back-off as alert channels do.
 async fn deliver(
-    state: &AppState,
+    ctx: &Context,
     url: &str,
     report: &Report,
     run_id: i64,
@@ -463,8 +493,8 @@ async fn deliver(
     file: &render::File,
 ) -> crate::alerts::channels::Delivery {
     let disposition = format!("attachment; filename=\"{filename}\"");
-    crate::alerts::channels::retrying("webhook", &state.settings.alerts, || {
-        let request = state
+    crate::alerts::channels::retrying("webhook", &ctx.settings.alerts, || {
+        let request = ctx
             .outbound
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, file.content_type)

@@ -1,19 +1,20 @@
-//! `/v1/segments`: define, list, change and delete segments; refresh; list members; export.
+//! `/v1/segments`: the routes every definition has ([`crate::definitions::http`]; `refresh`
+//! computes the members now), and the members: listed and exported.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{Kind, Segment, SegmentSpec, JOB_KIND};
-use crate::app::AppState;
+use super::{Segment, Segments};
 use crate::audit::{AuditRecord, Pending};
 use crate::auth::Principal;
+use crate::definitions::Context;
 use crate::error::ApiError;
 
 /// Member attributes an export may include (the member's latest value, or an aggregate).
@@ -37,187 +38,8 @@ const ATTRIBUTES: &[(&str, &str)] = &[
 /// Largest export delivered to a webhook (it is sent in one request).
 const MAX_WEBHOOK_EXPORT: usize = 64 * 1024 * 1024;
 
-async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<Segment, ApiError> {
-    super::load(state.postgres.pool(), id)
-        .await?
-        .filter(|s| s.visible_to(principal))
-        .ok_or_else(|| ApiError::not_found("unknown_segment", format!("no segment {id}")))
-}
-
-async fn store(
-    state: &AppState,
-    principal: &Principal,
-    id: Uuid,
-    spec: &SegmentSpec,
-    create: bool,
-) -> Result<(), ApiError> {
-    let schedule = super::validate(state, principal, spec)
-        .map_err(|e| ApiError::bad_request("invalid_segment", e))?;
-    let pool = state.postgres.pool();
-    if create {
-        sqlx::query(
-            "INSERT INTO segments (id, name, description, criteria, kind, schedule, owner_name, owner_role, owner_key_id, owner_attributes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(id)
-        .bind(&spec.name)
-        .bind(&spec.description)
-        .bind(&spec.criteria)
-        .bind(spec.kind.name())
-        .bind(&spec.schedule)
-        .bind(&principal.name)
-        .bind(&principal.role)
-        .bind(principal.key_id)
-        .bind(json!(principal.attributes))
-        .execute(pool)
-        .await?;
-    } else {
-        sqlx::query(
-            "UPDATE segments SET name = $2, description = $3, criteria = $4, kind = $5, schedule = $6, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&spec.name)
-        .bind(&spec.description)
-        .bind(&spec.criteria)
-        .bind(spec.kind.name())
-        .bind(&spec.schedule)
-        .execute(pool)
-        .await?;
-    }
-    match schedule {
-        Some(schedule) => state.scheduler.set(JOB_KIND, id, &schedule, true).await?,
-        None => state.scheduler.remove(JOB_KIND, id).await?,
-    }
-    Ok(())
-}
-
-/// Runs a refresh now, recorded as a manual run.
-async fn refresh_now(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
-    crate::jobs::run_now(state, JOB_KIND, id, "refresh_failed").await
-}
-
-/// `POST /v1/segments`: creates the segment and computes its membership.
-pub async fn create(
-    State(state): State<AppState>,
-    principal: Principal,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec: SegmentSpec = crate::error::parse_body(&body, "invalid_segment")?;
-    let id = Uuid::new_v4();
-    store(&state, &principal, id, &spec, true).await?;
-    state.audit.record(AuditRecord::for_definition(
-        "segment.create",
-        "segment",
-        id,
-        &principal,
-        &headers,
-        peer,
-    ));
-    refresh_now(&state, id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!(visible(&state, &principal, id).await?)),
-    ))
-}
-
-/// `GET /v1/segments`
-pub async fn list(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<Value>, ApiError> {
-    let segments: Vec<Segment> = super::list(state.postgres.pool())
-        .await?
-        .into_iter()
-        .filter(|s| s.visible_to(&principal))
-        .collect();
-    Ok(Json(json!({ "segments": segments })))
-}
-
-/// `GET /v1/segments/{id}`: the segment with its size history.
-pub async fn get(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    let segment = visible(&state, &principal, id).await?;
-    let sizes = super::sizes(state.postgres.pool(), id, 100).await?;
-    let mut body = json!(segment);
-    body["sizes"] = json!(sizes);
-    Ok(Json(body))
-}
-
-/// `PUT /v1/segments/{id}`: replaces the definition and recomputes a dynamic segment.
-pub async fn replace(
-    State(state): State<AppState>,
-    principal: Principal,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<Uuid>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let existing = visible(&state, &principal, id).await?;
-    let spec: SegmentSpec = crate::error::parse_body(&body, "invalid_segment")?;
-    if existing.kind == Kind::Static.name() {
-        return Err(ApiError::bad_request(
-            "static_segment",
-            "a static segment cannot be changed; create a new one",
-        ));
-    }
-    store(&state, &existing.owner(), id, &spec, false).await?;
-    state.audit.record(AuditRecord::for_definition(
-        "segment.update",
-        "segment",
-        id,
-        &principal,
-        &headers,
-        peer,
-    ));
-    refresh_now(&state, id).await?;
-    Ok(Json(json!(visible(&state, &principal, id).await?)))
-}
-
-/// `DELETE /v1/segments/{id}`
-pub async fn delete(
-    State(state): State<AppState>,
-    principal: Principal,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<Uuid>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    visible(&state, &principal, id).await?;
-    crate::jobs::delete_definition(&state, JOB_KIND, "segments", id).await?;
-    let deleted = state
-        .clickhouse
-        .client()
-        .query("DELETE FROM segment_members WHERE segment_id = ?")
-        .bind(id.to_string())
-        .execute()
-        .await;
-    if let Err(e) = deleted {
-        tracing::warn!(segment = %id, error = %e, "the members of a deleted segment could not be removed");
-    }
-    state.audit.record(AuditRecord::for_definition(
-        "segment.delete",
-        "segment",
-        id,
-        &principal,
-        &headers,
-        peer,
-    ));
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /v1/segments/{id}/refresh`
-pub async fn refresh(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    visible(&state, &principal, id).await?;
-    Ok(Json(refresh_now(&state, id).await?))
+async fn visible(ctx: &Context, principal: &Principal, id: Uuid) -> Result<Segment, ApiError> {
+    Ok(crate::definitions::visible::<Segments>(ctx, principal, id).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,10 +57,10 @@ fn default_limit() -> u64 {
 /// How members appear to the caller: their ids for roles with raw personal data, otherwise a
 /// salted hash (salt given per listing or export, so pseudonyms cannot be joined across exports).
 fn member_expression(
-    state: &AppState,
+    ctx: &Context,
     principal: &Principal,
 ) -> Result<(&'static str, bool), ApiError> {
-    let role = state.access.role(principal)?;
+    let role = ctx.access.role(principal)?;
     Ok(if role.pii {
         ("m.actor_id", false)
     } else {
@@ -263,21 +85,21 @@ fn current(segment: &Segment) -> Result<String, ApiError> {
 
 /// `GET /v1/segments/{id}/users?offset=&limit=`: members in a stable order.
 pub async fn users(
-    State(state): State<AppState>,
+    State(ctx): State<Context>,
     principal: Principal,
     Path(id): Path<Uuid>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let segment = visible(&state, &principal, id).await?;
+    let segment = visible(&ctx, &principal, id).await?;
     let at = current(&segment)?;
-    let (member, salted) = member_expression(&state, &principal)?;
+    let (member, salted) = member_expression(&ctx, &principal)?;
     let limit = page.limit.clamp(1, 10_000);
     let sql = format!(
         "SELECT {member} AS user FROM segment_members AS m
          WHERE m.segment_id = {{segment:UUID}} AND m.computed_at = {{computed_at:DateTime64(3, 'UTC')}}
          ORDER BY m.actor_id LIMIT {{limit:UInt64}} OFFSET {{offset:UInt64}}"
     );
-    let mut query = state
+    let mut query = ctx
         .clickhouse
         .client()
         .query(&sql)
@@ -287,7 +109,7 @@ pub async fn users(
         .param("offset", page.offset);
     if salted {
         // One salt per segment and caller: pseudonyms are stable across pages of one listing.
-        query = query.param("salt", listing_salt(&state, id, &principal));
+        query = query.param("salt", listing_salt(&ctx, id, &principal));
     }
     let users: Vec<String> = query
         .fetch_all()
@@ -306,10 +128,10 @@ pub async fn users(
     })))
 }
 
-fn listing_salt(state: &AppState, id: Uuid, principal: &Principal) -> String {
+fn listing_salt(ctx: &Context, id: Uuid, principal: &Principal) -> String {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();
-    hash.update(state.settings.privacy.salt.expose().as_bytes());
+    hash.update(ctx.settings.privacy.salt.expose().as_bytes());
     hash.update(id.as_bytes());
     hash.update(principal.name.as_bytes());
     hex::encode(hash.finalize())
@@ -336,7 +158,7 @@ fn default_format() -> String {
 /// NDJSON (or delivered to a webhook). Pseudonymized for roles without raw personal data (a fresh
 /// salt per export); audited with rows and bytes.
 pub async fn export(
-    State(state): State<AppState>,
+    State(ctx): State<Context>,
     principal: Principal,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<Uuid>,
@@ -348,8 +170,8 @@ pub async fn export(
     } else {
         crate::error::parse_body(&body, "invalid_export")?
     };
-    let segment = visible(&state, &principal, id).await?;
-    let role = state.access.role(&principal)?;
+    let segment = visible(&ctx, &principal, id).await?;
+    let role = ctx.access.role(&principal)?;
     if !role.export {
         return Err(ApiError::forbidden(
             "export_not_allowed",
@@ -385,7 +207,7 @@ pub async fn export(
             .map_err(|e| ApiError::bad_request("invalid_export", e))?;
     }
     let at = current(&segment)?;
-    let (member, salted) = member_expression(&state, &principal)?;
+    let (member, salted) = member_expression(&ctx, &principal)?;
     let selected: String = columns
         .iter()
         .map(|(name, _)| format!(", a.{name} AS {name}"))
@@ -404,7 +226,7 @@ pub async fn export(
              ON a.actor_id = m.actor_id ORDER BY m.actor_id"
         )
     };
-    let mut query = state
+    let mut query = ctx
         .clickhouse
         .client()
         .query(&sql)
@@ -440,7 +262,7 @@ pub async fn export(
             }
         }
         let bytes = file.len();
-        let delivered = state
+        let delivered = ctx
             .outbound
             .post(&url)
             .header(header::CONTENT_TYPE, content_type)
@@ -456,7 +278,7 @@ pub async fn export(
         } else {
             "webhook_failed".into()
         };
-        state.audit.record(record);
+        ctx.audit.record(record);
         return Ok(Json(
             json!({"delivered": ok, "status": status, "bytes": bytes, "rows": segment.size}),
         )
@@ -482,6 +304,6 @@ pub async fn export(
     }
     Ok(crate::audit::count_body(
         response,
-        Pending::new(&state.audit, record),
+        Pending::new(&ctx.audit, record),
     ))
 }

@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::auth::Principal;
-use crate::schedule::Outcome;
+use crate::definitions::owner::Owner;
+use crate::definitions::{self, Context, DefinitionError, Plan, RunError};
+use crate::schedule::{Claimed, Outcome};
 
 /// Job kind of segment refreshes in the scheduler.
 pub const JOB_KIND: &str = "segment";
@@ -58,14 +59,12 @@ impl Kind {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Segment {
     pub id: Uuid,
-    pub name: String,
-    pub description: String,
-    pub criteria: Value,
-    pub kind: String,
-    pub schedule: Option<String>,
+    #[serde(flatten)]
+    #[sqlx(json)]
+    pub spec: SegmentSpec,
     #[serde(flatten)]
     #[sqlx(flatten)]
-    pub owner: crate::owner::Owner,
+    pub owner: Owner,
     pub computed_at: Option<DateTime<Utc>>,
     pub size: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -76,27 +75,84 @@ impl Segment {
     pub fn owner(&self) -> Principal {
         self.owner.principal()
     }
+}
 
-    pub fn visible_to(&self, principal: &Principal) -> bool {
-        self.owner.visible_to(principal)
+/// Segments: definitions of kind `segment`, with their latest computation in `segments`, its
+/// size history in `segment_sizes` and their members in ClickHouse (`segment_members`).
+pub struct Segments;
+
+impl definitions::Kind for Segments {
+    const KIND: &'static str = JOB_KIND;
+    const PLURAL: &'static str = "segments";
+    const INVALID: &'static str = "invalid_segment";
+    const UNKNOWN: &'static str = "unknown_segment";
+    const RUN_FAILED: &'static str = "refresh_failed";
+    const RUN_PATH: &'static str = "refresh";
+    const RUN_ON_STORE: bool = true;
+    const ON_STORE: Option<&'static str> =
+        Some("INSERT INTO segments (id) VALUES ($1) ON CONFLICT (id) DO NOTHING");
+
+    type Spec = SegmentSpec;
+    type View = Segment;
+
+    fn name(spec: &SegmentSpec) -> &str {
+        &spec.name
     }
-}
 
-const COLUMNS: &str = "id, name, description, criteria, kind, schedule, owner_name, owner_role, owner_key_id, owner_attributes, computed_at, size, created_at, updated_at";
+    fn validate(ctx: &Context, owner: &Principal, spec: &SegmentSpec) -> Result<Plan, String> {
+        Ok(Plan {
+            schedule: validate(ctx, owner, spec)?,
+            enabled: true,
+        })
+    }
 
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Segment>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM segments WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
+    fn replaceable(segment: &Segment) -> Result<(), DefinitionError> {
+        if segment.spec.kind == Kind::Static {
+            return Err(DefinitionError::Invalid {
+                code: "static_segment",
+                message: "a static segment cannot be changed; create a new one".into(),
+            });
+        }
+        Ok(())
+    }
 
-pub async fn list(pool: &PgPool) -> Result<Vec<Segment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM segments ORDER BY created_at"
-    ))
-    .fetch_all(pool)
-    .await
+    fn select() -> String {
+        format!(
+            "SELECT d.id, d.spec, d.owner_name, d.owner_role, d.owner_key_id, d.owner_attributes,
+                    s.computed_at, s.size, d.created_at, d.updated_at
+             FROM definitions AS d JOIN segments AS s ON s.id = d.id WHERE d.kind = '{JOB_KIND}'"
+        )
+    }
+
+    fn owner(segment: &Segment) -> &Owner {
+        &segment.owner
+    }
+
+    /// The segment with its size history.
+    async fn detail(ctx: &Context, segment: Segment) -> Result<Value, sqlx::Error> {
+        let sizes = sizes(&ctx.pool, segment.id, 100).await?;
+        let mut body = json!(segment);
+        body["sizes"] = json!(sizes);
+        Ok(body)
+    }
+
+    /// Its members, in ClickHouse.
+    async fn on_delete(ctx: &Context, id: Uuid) {
+        let deleted = ctx
+            .clickhouse
+            .client()
+            .query("DELETE FROM segment_members WHERE segment_id = ?")
+            .bind(id.to_string())
+            .execute()
+            .await;
+        if let Err(e) = deleted {
+            tracing::warn!(segment = %id, error = %e, "the members of a deleted segment could not be removed");
+        }
+    }
+
+    async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
+        refresh(ctx, claimed.target).await.map_err(RunError)
+    }
 }
 
 /// One point of a segment's size history.
@@ -119,12 +175,12 @@ pub async fn sizes(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<SizePoint>
 }
 
 /// The role's permission and the row filters a segment's queries run under, for `owner`.
-fn row_filters(state: &AppState, owner: &Principal) -> Result<Option<String>, String> {
-    let role = state.access.role(owner).map_err(|e| e.to_string())?;
+fn row_filters(ctx: &Context, owner: &Principal) -> Result<Option<String>, String> {
+    let role = ctx.access.role(owner).map_err(|e| e.to_string())?;
     if !role.segments {
         return Err(format!("role {:?} may not use segments", owner.role));
     }
-    let database = state.clickhouse.database();
+    let database = ctx.clickhouse.database();
     let tables = ["events", "user_properties", "segment_members"]
         .iter()
         .map(|t| format!("{database}.{t}"))
@@ -136,12 +192,12 @@ fn row_filters(state: &AppState, owner: &Principal) -> Result<Option<String>, St
 
 /// A ClickHouse query with the gateway's attribution and the owner's row filters.
 fn query(
-    state: &AppState,
+    ctx: &Context,
     sql: &str,
     filters: &Option<String>,
     comment: &Value,
 ) -> clickhouse::query::Query {
-    let mut query = state
+    let mut query = ctx
         .clickhouse
         .client()
         .query(sql)
@@ -159,18 +215,18 @@ pub fn clickhouse_time(at: DateTime<Utc>) -> String {
 
 /// Computes the segment's membership now: inserts the members with a new `computed_at`, records
 /// the size, and (dynamic segments) drops older memberships.
-pub async fn refresh(state: &AppState, id: Uuid) -> Result<Outcome, String> {
-    let pool = state.postgres.pool();
-    let segment = load(pool, id)
+pub async fn refresh(ctx: &Context, id: Uuid) -> Result<Outcome, String> {
+    let pool = &ctx.pool;
+    let segment = <Segments as definitions::Kind>::load(pool, id)
         .await
         .map_err(|e| format!("cannot load the segment: {e}"))?
         .ok_or_else(|| "the segment no longer exists".to_string())?;
-    if segment.kind == Kind::Static.name() && segment.computed_at.is_some() {
+    if segment.spec.kind == Kind::Static && segment.computed_at.is_some() {
         return Err("a static segment keeps the membership it was created with".into());
     }
     let owner = segment.owner();
-    let filters = row_filters(state, &owner)?;
-    let compiled = criteria::compile(&segment.criteria).map_err(|e| e.to_string())?;
+    let filters = row_filters(ctx, &owner)?;
+    let compiled = criteria::compile(&segment.spec.criteria).map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let computed_at = Utc::now();
     let at = clickhouse_time(computed_at);
@@ -180,7 +236,7 @@ pub async fn refresh(state: &AppState, id: Uuid) -> Result<Outcome, String> {
         "INSERT INTO segment_members (segment_id, computed_at, actor_id) SELECT {{segment:UUID}}, {{computed_at:DateTime64(3, 'UTC')}}, actor_id FROM ({})",
         compiled.sql
     );
-    let mut statement = query(state, &insert, &filters, &comment)
+    let mut statement = query(ctx, &insert, &filters, &comment)
         .param("segment", id.to_string())
         .param("computed_at", at.clone());
     for (name, _, value) in &compiled.params {
@@ -191,7 +247,7 @@ pub async fn refresh(state: &AppState, id: Uuid) -> Result<Outcome, String> {
         .await
         .map_err(|e| format!("computing the membership failed: {e}"))?;
     let size: u64 = query(
-        state,
+        ctx,
         "SELECT count() FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = {computed_at:DateTime64(3, 'UTC')}",
         &None,
         &comment,
@@ -201,9 +257,9 @@ pub async fn refresh(state: &AppState, id: Uuid) -> Result<Outcome, String> {
     .fetch_one()
     .await
     .map_err(|e| format!("counting the membership failed: {e}"))?;
-    if segment.kind == Kind::Dynamic.name() {
+    if segment.spec.kind == Kind::Dynamic {
         let deleted = query(
-            state,
+            ctx,
             "DELETE FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at < {computed_at:DateTime64(3, 'UTC')}",
             &None,
             &comment,
@@ -244,7 +300,7 @@ pub async fn refresh(state: &AppState, id: Uuid) -> Result<Outcome, String> {
 
 /// Checks a definition for `principal`: fields, criteria, schedule, and the role's permission.
 pub fn validate(
-    state: &AppState,
+    ctx: &Context,
     principal: &Principal,
     spec: &SegmentSpec,
 ) -> Result<Option<crate::schedule::Schedule>, String> {
@@ -252,7 +308,7 @@ pub fn validate(
         return Err("name: must be 1 to 200 characters".into());
     }
     criteria::compile(&spec.criteria).map_err(|e| e.to_string())?;
-    row_filters(state, principal)?;
+    row_filters(ctx, principal)?;
     match (&spec.schedule, spec.kind) {
         (Some(_), Kind::Static) => {
             Err("schedule: a static segment is computed once; it takes no schedule".into())

@@ -93,10 +93,15 @@ async fn concurrent_identical_misses_run_one_clickhouse_query() {
                 .get(app.url("/v1/queries/slowish"))
                 .bearer_auth(&key);
             tokio::spawn(async move {
-                request.send().await.unwrap().headers()["x-cache"]
-                    .to_str()
-                    .unwrap()
-                    .to_string()
+                let response = request.send().await.unwrap();
+                match response.headers().get("x-cache") {
+                    Some(cache) => cache.to_str().unwrap().to_string(),
+                    None => format!(
+                        "no X-Cache: {} {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    ),
+                }
             })
         })
         .collect();
