@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::AlertSettings;
+use crate::definitions::Invalid;
 
 /// A channel of an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,15 +30,21 @@ impl Channel {
     }
 
     /// Checks the channel's fields; the message names the field and the rule.
-    pub fn validate(&self, path: &str, settings: &AlertSettings) -> Result<(), String> {
+    pub fn validate(&self, path: &str, settings: &AlertSettings) -> Result<(), Invalid> {
         match self {
             Self::Webhook { url } | Self::Slack { url } => check_url(&format!("{path}.url"), url),
             Self::Telegram { chat_id } => {
                 if chat_id.trim().is_empty() || chat_id.len() > 64 {
-                    return Err(format!("{path}.chat_id: must be a chat id or @channel name of at most 64 characters"));
+                    return Err(Invalid::new(
+                        format!("{path}.chat_id"),
+                        "must be a chat id or @channel name of at most 64 characters",
+                    ));
                 }
                 if settings.telegram_bot_token.expose().is_empty() {
-                    return Err(format!("{path}: Telegram is not configured on this gateway (alerts.telegram_bot_token)"));
+                    return Err(Invalid::new(
+                        path,
+                        "Telegram is not configured on this gateway (alerts.telegram_bot_token)",
+                    ));
                 }
                 Ok(())
             }
@@ -46,11 +53,13 @@ impl Channel {
 }
 
 /// Checks an outgoing webhook URL: http or https, with a host.
-pub fn check_url(path: &str, url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{path}: not a URL ({e})"))?;
+pub fn check_url(path: &str, url: &str) -> Result<(), Invalid> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| Invalid::new(path, format!("not a URL ({e})")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!(
-            "{path}: must be an http:// or https:// URL with a host"
+        return Err(Invalid::new(
+            path,
+            "must be an http:// or https:// URL with a host",
         ));
     }
     Ok(())

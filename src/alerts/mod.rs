@@ -20,8 +20,8 @@ use uuid::Uuid;
 use self::channels::{Channel, Notification};
 use crate::auth::Principal;
 use crate::definitions::owner::Owner;
-use crate::definitions::{Context, Kind, Plan, RunError};
-use crate::schedule::{Claimed, Outcome, Schedule};
+use crate::definitions::{Context, Invalid, Kind, Plan};
+use crate::schedule::{Claimed, Outcome, RunError, Schedule};
 
 /// Job kind of alert evaluations in the scheduler.
 pub const JOB_KIND: &str = "alert";
@@ -315,7 +315,7 @@ impl Kind for Alerts {
         &spec.name
     }
 
-    fn validate(ctx: &Context, owner: &Principal, spec: &AlertSpec) -> Result<Plan, String> {
+    fn validate(ctx: &Context, owner: &Principal, spec: &AlertSpec) -> Result<Plan, Invalid> {
         Ok(Plan {
             schedule: Some(validate(ctx, owner, spec)?),
             enabled: spec.enabled,
@@ -335,7 +335,7 @@ impl Kind for Alerts {
     }
 
     async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
-        evaluate(ctx, claimed.target).await.map_err(RunError)
+        evaluate(ctx, claimed.target).await
     }
 }
 
@@ -367,7 +367,7 @@ fn message(alert: &Alert, kind: &str, value: Option<f64>) -> String {
 }
 
 /// Evaluates an alert once: runs its template, moves its state, records the event and notifies.
-pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, String> {
+pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, RunError> {
     let pool = &ctx.pool;
     let alert = Alerts::load(pool, id)
         .await
@@ -393,7 +393,7 @@ pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, String> {
             .execute(pool)
             .await;
             metrics::counter!("chgate_alert_evaluations_total", "outcome" => "error").increment(1);
-            return Err(error);
+            return Err(error.into());
         }
     };
     let holds = value.is_some_and(|v| alert.spec.condition.holds(v));
@@ -409,7 +409,7 @@ pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, String> {
     .await
     .map_err(|e| e.to_string())?;
     let Some((current, since, last_notified)) = current else {
-        return Err("the alert no longer exists".into());
+        return Err(RunError::new("the alert no longer exists"));
     };
     let step = step(
         &State {
@@ -499,43 +499,45 @@ pub fn validate(
     ctx: &Context,
     principal: &Principal,
     spec: &AlertSpec,
-) -> Result<Schedule, String> {
-    if spec.name.trim().is_empty() || spec.name.len() > 200 {
-        return Err("name: must be 1 to 200 characters".into());
-    }
+) -> Result<Schedule, Invalid> {
+    crate::definitions::check_name(&spec.name)?;
     if spec.condition.column.trim().is_empty() {
-        return Err("condition.column: must name a column of the template's result".into());
+        return Err(Invalid::new(
+            "condition.column",
+            "must name a column of the template's result",
+        ));
     }
     if !spec.condition.threshold.is_finite() {
-        return Err("condition.threshold: must be a finite number".into());
+        return Err(Invalid::new(
+            "condition.threshold",
+            "must be a finite number",
+        ));
     }
     if spec.channels.is_empty() {
-        return Err("channels: at least one channel is needed".into());
+        return Err(Invalid::new("channels", "at least one channel is needed"));
     }
     if spec.channels.len() > 10 {
-        return Err("channels: at most 10".into());
+        return Err(Invalid::new("channels", "at most 10"));
     }
     for (i, channel) in spec.channels.iter().enumerate() {
         channel.validate(&format!("channels[{i}]"), &ctx.settings.alerts)?;
     }
-    let schedule = Schedule::parse(&spec.schedule).map_err(|e| format!("schedule: {e}"))?;
-    let template = ctx
-        .runner
-        .template(&spec.template, spec.version)
-        .map_err(|e| format!("template: {e}"))?;
+    let schedule = Schedule::parse(&spec.schedule)?;
+    let template = ctx.runner.template(&spec.template, spec.version)?;
     // Templates that declare their columns are checked now; others when the alert first runs.
     let columns = &template.meta().columns;
     if !columns.is_empty() && !columns.contains_key(&spec.condition.column) {
-        return Err(format!(
-            "condition.column: {} has no column {:?} (columns: {})",
-            spec.template,
-            spec.condition.column,
-            columns.keys().cloned().collect::<Vec<_>>().join(", ")
+        return Err(Invalid::new(
+            "condition.column",
+            format!(
+                "{} has no column {:?} (columns: {})",
+                spec.template,
+                spec.condition.column,
+                columns.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
-    ctx.runner
-        .check(principal, &call(spec))
-        .map_err(|e| format!("{}: {e}", e.field()))?;
+    ctx.runner.check(principal, &call(spec))?;
     Ok(schedule)
 }
 

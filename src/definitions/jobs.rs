@@ -1,7 +1,7 @@
 //! The scheduler's executor for definitions: a claimed run goes to its kind's [`Kind::run`].
 
 use super::{Context, Kind};
-use crate::schedule::{Claimed, Executor, Outcome};
+use crate::schedule::{Claimed, Executor, Outcome, RunError};
 
 /// Dispatches claimed runs to their kind.
 #[derive(Clone)]
@@ -14,18 +14,18 @@ impl Jobs {
         Self { ctx }
     }
 
-    async fn run<K: Kind>(&self, claimed: &Claimed) -> Result<Outcome, String> {
-        K::run(&self.ctx, claimed).await.map_err(|e| e.0)
+    async fn run<K: Kind>(&self, claimed: &Claimed) -> Result<Outcome, RunError> {
+        K::run(&self.ctx, claimed).await
     }
 }
 
 impl Executor for Jobs {
-    async fn execute(&self, claimed: &Claimed) -> Result<Outcome, String> {
+    async fn execute(&self, claimed: &Claimed) -> Result<Outcome, RunError> {
         match claimed.kind.as_str() {
             crate::alerts::Alerts::KIND => self.run::<crate::alerts::Alerts>(claimed).await,
             crate::reports::Reports::KIND => self.run::<crate::reports::Reports>(claimed).await,
             crate::segments::Segments::KIND => self.run::<crate::segments::Segments>(claimed).await,
-            other => Err(format!("no job kind {other:?}")),
+            other => Err(RunError::new(format!("no job kind {other:?}"))),
         }
     }
 }

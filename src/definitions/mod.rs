@@ -24,7 +24,7 @@ use crate::audit::AuditLog;
 use crate::auth::Principal;
 use crate::config::Settings;
 use crate::query::runner::Runner;
-use crate::schedule::{Claimed, Outcome, Schedule, Scheduler};
+use crate::schedule::{Claimed, Outcome, RunError, Schedule, Scheduler};
 use crate::storage::clickhouse::ClickHouse;
 
 /// The handles definitions use: validating, storing, running and showing them. Cheap to clone.
@@ -57,20 +57,51 @@ pub struct Plan {
     pub enabled: bool,
 }
 
-/// A failed run: the message recorded in `job_runs.error` and answered to a manual run.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RunError(pub String);
+/// A definition that breaks a rule: which field (a path into the spec; empty when the rule is
+/// about the whole definition) and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{rule}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct Invalid {
+    pub field: String,
+    pub rule: String,
+}
 
-impl From<String> for RunError {
-    fn from(message: String) -> Self {
-        Self(message)
+impl Invalid {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+
+    /// A rule about the whole definition.
+    pub fn whole(rule: impl Into<String>) -> Self {
+        Self::new("", rule)
     }
 }
 
-impl From<&str> for RunError {
-    fn from(message: &str) -> Self {
-        Self(message.to_string())
+impl From<crate::schedule::CronError> for Invalid {
+    fn from(error: crate::schedule::CronError) -> Self {
+        Self::new("schedule", error.to_string())
+    }
+}
+
+/// A stored call the owner may not make (now): the template or its parameters.
+impl From<crate::query::runner::QueryError> for Invalid {
+    fn from(error: crate::query::runner::QueryError) -> Self {
+        Self::new(error.field(), error.to_string())
+    }
+}
+
+impl From<crate::error::ApiError> for Invalid {
+    fn from(error: crate::error::ApiError) -> Self {
+        Self::whole(error.to_string())
+    }
+}
+
+impl From<Invalid> for RunError {
+    fn from(error: Invalid) -> Self {
+        RunError::new(error.to_string())
     }
 }
 
@@ -104,7 +135,7 @@ pub trait Kind: Send + Sync + 'static {
 
     /// Checks a definition that will run as `owner`: fields, schedule, and the owner's
     /// permissions. The message names the field and the rule.
-    fn validate(ctx: &Context, owner: &Principal, spec: &Self::Spec) -> Result<Plan, String>;
+    fn validate(ctx: &Context, owner: &Principal, spec: &Self::Spec) -> Result<Plan, Invalid>;
 
     /// Whether a stored definition may be replaced.
     fn replaceable(_view: &Self::View) -> Result<(), DefinitionError> {
@@ -162,12 +193,20 @@ pub trait Kind: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Outcome, RunError>> + Send;
 }
 
+/// A definition's name: 1 to 200 characters, not only spaces.
+pub fn check_name(name: &str) -> Result<(), Invalid> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(Invalid::new("name", "must be 1 to 200 characters"));
+    }
+    Ok(())
+}
+
 /// What can go wrong with a stored definition.
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
-    /// The definition breaks a rule (the message names the field).
-    #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    /// The definition breaks a rule.
+    #[error("{error}")]
+    Invalid { code: &'static str, error: Invalid },
     /// No definition of this kind with this id that the caller may see.
     #[error("no {kind} {id}")]
     Unknown {
@@ -176,8 +215,8 @@ pub enum DefinitionError {
         id: Uuid,
     },
     /// A manual run failed.
-    #[error("{message}")]
-    RunFailed { code: &'static str, message: String },
+    #[error("{error}")]
+    RunFailed { code: &'static str, error: RunError },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -186,18 +225,22 @@ impl From<DefinitionError> for crate::error::ApiError {
     fn from(error: DefinitionError) -> Self {
         use crate::error::ApiError;
         match error {
-            DefinitionError::Invalid { code, message }
-            | DefinitionError::RunFailed { code, message } => ApiError::bad_request(code, message),
+            DefinitionError::Invalid { code, error } => {
+                ApiError::bad_request(code, error.to_string())
+            }
+            DefinitionError::RunFailed { code, error } => {
+                ApiError::bad_request(code, error.to_string())
+            }
             e @ DefinitionError::Unknown { code, .. } => ApiError::not_found(code, e.to_string()),
             DefinitionError::Database(e) => e.into(),
         }
     }
 }
 
-fn invalid<K: Kind>(message: String) -> DefinitionError {
+fn invalid<K: Kind>(error: Invalid) -> DefinitionError {
     DefinitionError::Invalid {
         code: K::INVALID,
-        message,
+        error,
     }
 }
 
@@ -304,9 +347,9 @@ pub async fn run_now<K: Kind>(ctx: &Context, id: Uuid) -> Result<Value, Definiti
     let (run, outcome) = crate::schedule::run_now(&ctx.scheduler, &jobs, K::KIND, id).await?;
     match outcome {
         Ok(outcome) => Ok(json!({"run": run, "result": outcome.result})),
-        Err(message) => Err(DefinitionError::RunFailed {
+        Err(error) => Err(DefinitionError::RunFailed {
             code: K::RUN_FAILED,
-            message,
+            error,
         }),
     }
 }

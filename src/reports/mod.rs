@@ -18,8 +18,8 @@ use self::render::{ChartSpec, Header, Table};
 use crate::auth::Principal;
 use crate::catalog::params::{ParamSpec, ParamType, Scalar};
 use crate::definitions::owner::Owner;
-use crate::definitions::{Context, Kind, Plan, RunError};
-use crate::schedule::{Claimed, Outcome, Schedule};
+use crate::definitions::{Context, Invalid, Kind, Plan};
+use crate::schedule::{Claimed, Outcome, RunError, Schedule};
 
 /// Job kind of report runs in the scheduler.
 pub const JOB_KIND: &str = "report";
@@ -121,7 +121,7 @@ impl Kind for Reports {
         &spec.name
     }
 
-    fn validate(ctx: &Context, owner: &Principal, spec: &ReportSpec) -> Result<Plan, String> {
+    fn validate(ctx: &Context, owner: &Principal, spec: &ReportSpec) -> Result<Plan, Invalid> {
         Ok(Plan {
             schedule: validate(ctx, owner, spec)?,
             enabled: spec.enabled,
@@ -148,7 +148,7 @@ impl Kind for Reports {
     }
 
     async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
-        generate(ctx, claimed).await.map_err(RunError)
+        generate(ctx, claimed).await
     }
 }
 
@@ -157,7 +157,7 @@ impl Kind for Reports {
 pub fn period_range(
     period: &str,
     at: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+) -> Result<(DateTime<Utc>, DateTime<Utc>), Invalid> {
     let day = |d: chrono::NaiveDate| Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN));
     let today = day(at.date_naive());
     let tomorrow = today + Duration::days(1);
@@ -165,7 +165,7 @@ pub fn period_range(
     let month = |year: i32, month: u32| {
         chrono::NaiveDate::from_ymd_opt(year, month, 1)
             .map(day)
-            .ok_or_else(|| format!("period: no month {year}-{month}"))
+            .ok_or_else(|| Invalid::new("period", format!("no month {year}-{month}")))
     };
     let this_month = month(at.year(), at.month())?;
     let last_month = if at.month() == 1 {
@@ -173,11 +173,14 @@ pub fn period_range(
     } else {
         month(at.year(), at.month() - 1)?
     };
-    let count = |prefix: &str, suffix: &str, max: i64| -> Option<Result<i64, String>> {
+    let count = |prefix: &str, suffix: &str, max: i64| -> Option<Result<i64, Invalid>> {
         let n = period.strip_prefix(prefix)?.strip_suffix(suffix)?;
         Some(match n.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(format!("period: {period:?} needs a count from 1 to {max}")),
+            _ => Err(Invalid::new(
+                "period",
+                format!("{period:?} needs a count from 1 to {max}"),
+            )),
         })
     };
     Ok(match period {
@@ -195,12 +198,12 @@ pub fn period_range(
             } else if let Some(hours) = count("last_", "_hours", 24 * 92) {
                 let hour = at
                     .duration_trunc(Duration::hours(1))
-                    .map_err(|e| format!("period: {e}"))?;
+                    .map_err(|e| Invalid::new("period", e.to_string()))?;
                 (hour - Duration::hours(hours?), hour)
             } else {
-                return Err(format!(
-                    "period: {period:?} is not a period (today, yesterday, last_N_days, last_N_hours, this_week, last_week, this_month, last_month, this_year, last_year)"
-                ));
+                return Err(Invalid::new("period", format!(
+                    "{period:?} is not a period (today, yesterday, last_N_days, last_N_hours, this_week, last_week, this_month, last_month, this_year, last_year)"
+                )));
             }
         }
     })
@@ -212,20 +215,21 @@ pub fn resolve_params(
     spec: &ReportSpec,
     declared: &indexmap::IndexMap<String, ParamSpec>,
     at: DateTime<Utc>,
-) -> Result<Map<String, Value>, String> {
+) -> Result<Map<String, Value>, Invalid> {
     let mut params = spec.params.clone();
     if let Some(period) = &spec.period {
         let (start, end) = period_range(period, at)?;
         for (name, when) in [("from", start), ("to", end)] {
             let Some(param) = declared.get(name) else {
-                return Err(format!(
-                    "period: {} has no `{name}` parameter to set",
-                    spec.template
+                return Err(Invalid::new(
+                    "period",
+                    format!("{} has no `{name}` parameter to set", spec.template),
                 ));
             };
             if params.contains_key(name) {
-                return Err(format!(
-                    "params.{name}: set by the period too; give one or the other"
+                return Err(Invalid::new(
+                    format!("params.{name}"),
+                    "set by the period too; give one or the other",
                 ));
             }
             // A Date `to` is the last day of the range, not the day after it.
@@ -235,9 +239,12 @@ pub fn resolve_params(
                 when
             };
             let value = param_text(param, when).ok_or_else(|| {
-                format!(
-                    "period: {}'s `{name}` is a {}, not a Date or DateTime",
-                    spec.template, param.ty_name
+                Invalid::new(
+                    "period",
+                    format!(
+                        "{}'s `{name}` is a {}, not a Date or DateTime",
+                        spec.template, param.ty_name
+                    ),
                 )
             })?;
             params.insert(name.to_string(), Value::String(value));
@@ -250,7 +257,7 @@ pub fn resolve_params(
         let Some(when) = crate::catalog::params::relative(text, at) else {
             continue;
         };
-        let when = when.map_err(|e| format!("params.{name}: {e}"))?;
+        let when = when.map_err(|e| Invalid::new(format!("params.{name}"), e.to_string()))?;
         if let Some(resolved) = param_text(param, when) {
             *value = Value::String(resolved);
         }
@@ -279,38 +286,31 @@ pub fn validate(
     ctx: &Context,
     principal: &Principal,
     spec: &ReportSpec,
-) -> Result<Option<Schedule>, String> {
-    if spec.name.trim().is_empty() || spec.name.len() > 200 {
-        return Err("name: must be 1 to 200 characters".into());
-    }
-    let role = ctx.access.role(principal).map_err(|e| e.to_string())?;
+) -> Result<Option<Schedule>, Invalid> {
+    crate::definitions::check_name(&spec.name)?;
+    let role = ctx.access.role(principal)?;
     if !role.export {
-        return Err(format!(
+        return Err(Invalid::whole(format!(
             "the role {:?} may not export results, and a report is an export",
             principal.role
-        ));
+        )));
     }
     if !spec.delivery.store && spec.delivery.webhook.is_none() {
-        return Err("delivery: store the file, send it to a webhook, or both".into());
+        return Err(Invalid::new(
+            "delivery",
+            "store the file, send it to a webhook, or both",
+        ));
     }
     if let Some(url) = &spec.delivery.webhook {
         crate::alerts::channels::check_url("delivery.webhook", url)?;
     }
-    let schedule = spec
-        .schedule
-        .as_deref()
-        .map(|s| Schedule::parse(s).map_err(|e| format!("schedule: {e}")))
-        .transpose()?;
-    let template = ctx
-        .runner
-        .template(&spec.template, spec.version)
-        .map_err(|e| format!("template: {e}"))?;
+    let schedule = spec.schedule.as_deref().map(Schedule::parse).transpose()?;
+    let template = ctx.runner.template(&spec.template, spec.version)?;
     let columns: Vec<String> = template.meta().columns.keys().cloned().collect();
-    spec.chart.validate(&columns)?;
+    spec.chart.validate(&columns).map_err(Invalid::whole)?;
     let params = resolve_params(spec, &template.meta().params, Utc::now())?;
     ctx.runner
-        .check(principal, &call(spec, template.version(), params))
-        .map_err(|e| format!("{}: {e}", e.field()))?;
+        .check(principal, &call(spec, template.version(), params))?;
     Ok(schedule)
 }
 
@@ -347,7 +347,7 @@ fn file_name(name: &str, at: DateTime<Utc>, extension: &str) -> String {
 
 /// Runs a report (the scheduler's executor for kind `report`): runs the template as the owner,
 /// renders the file, stores and/or delivers it.
-pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, String> {
+pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
     let pool = &ctx.pool;
     let report = Reports::load(pool, claimed.target)
         .await
@@ -395,10 +395,10 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, Strin
     let filename = file_name(&spec.name, at, file.extension);
     let bytes = file.bytes.len();
     if bytes > ctx.settings.reports.max_file_bytes {
-        return Err(format!(
+        return Err(RunError::new(format!(
             "the {format:?} file has {bytes} bytes, over reports.max_file_bytes ({}); narrow the period or use csv",
             ctx.settings.reports.max_file_bytes
-        ));
+        )));
     }
     metrics::histogram!("chgate_report_bytes", "format" => file.extension).record(bytes as f64);
     let mut result = json!({
@@ -464,7 +464,7 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, Strin
             record.outcome = "webhook_failed".into();
             record.status = 502;
             ctx.audit.record(record);
-            return Err(format!(
+            return Err(RunError::new(format!(
                 "the webhook did not take the file after {} attempts: {}{}",
                 delivery.attempts,
                 delivery.error.unwrap_or_default(),
@@ -473,7 +473,7 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, Strin
                 } else {
                     ""
                 }
-            ));
+            )));
         }
     }
     ctx.audit.record(record);
@@ -570,6 +570,7 @@ mod tests {
         assert!(period_range("last_0_days", at(now)).is_err());
         assert!(period_range("fortnight", at(now))
             .unwrap_err()
+            .to_string()
             .contains("last_N_days"));
     }
 
@@ -614,7 +615,7 @@ mod tests {
             now,
         )
         .unwrap_err();
-        assert!(clash.starts_with("params.from:"), "{clash}");
+        assert_eq!(clash.field, "params.from", "{clash}");
     }
 
     #[test]

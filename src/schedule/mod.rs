@@ -14,54 +14,18 @@
 //! Schedules are cron expressions in UTC: five fields (`*/5 * * * *`), or six with seconds first
 //! (`*/10 * * * * *`).
 
-use std::str::FromStr as _;
+mod cron;
+mod worker;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// A parsed cron schedule.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    cron: croner::Cron,
-    text: String,
-}
-
-impl Schedule {
-    /// Parses a cron expression; the error says what is wrong with it.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let fields = text.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
-            return Err(format!(
-                "{text:?} is not a cron expression: it needs 5 fields (minute hour day month weekday) or 6 with seconds first, found {fields}"
-            ));
-        }
-        let cron = croner::Cron::from_str(text)
-            .map_err(|e| format!("{text:?} is not a valid cron expression: {e}"))?;
-        let schedule = Self {
-            cron,
-            text: text.trim().to_string(),
-        };
-        if schedule.next_after(Utc::now()).is_none() {
-            return Err(format!("{text:?} never occurs"));
-        }
-        Ok(schedule)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// The first occurrence strictly after `time`.
-    pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&time, false).ok()
-    }
-}
+pub use cron::{CronError, Schedule};
+pub use worker::{run_claimed, run_now, spawn, Executor, RunError};
 
 /// One run of a job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -266,11 +230,11 @@ impl Scheduler {
     pub async fn finish(
         &self,
         run_id: i64,
-        outcome: &Result<Outcome, String>,
+        outcome: &Result<Outcome, RunError>,
     ) -> Result<(), sqlx::Error> {
         let (status, error, rows, result) = match outcome {
             Ok(o) => ("ok", None, o.rows, o.result.clone()),
-            Err(e) => ("failed", Some(e.as_str()), None, None),
+            Err(e) => ("failed", Some(e.0.as_str()), None, None),
         };
         sqlx::query(
             "UPDATE job_runs SET finished_at = now(), status = $2, error = $3, rows = $4, result = $5 WHERE id = $1",
@@ -312,113 +276,5 @@ impl Scheduler {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-    }
-}
-
-/// Runs claimed jobs: `execute(kind, target, claimed)` does the work of one run.
-pub trait Executor: Clone + Send + Sync + 'static {
-    fn execute(
-        &self,
-        claimed: &Claimed,
-    ) -> impl std::future::Future<Output = Result<Outcome, String>> + Send;
-}
-
-/// Runs `claimed` with `executor` and records the outcome and metrics.
-pub async fn run_claimed<E: Executor>(
-    scheduler: &Scheduler,
-    executor: &E,
-    claimed: Claimed,
-) -> Result<Outcome, String> {
-    let started = Instant::now();
-    let outcome = executor.execute(&claimed).await;
-    let status = if outcome.is_ok() { "ok" } else { "failed" };
-    metrics::counter!("chgate_job_runs_total", "kind" => claimed.kind.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("chgate_job_run_duration_seconds", "kind" => claimed.kind.clone())
-        .record(started.elapsed().as_secs_f64());
-    if let Err(e) = &outcome {
-        tracing::warn!(kind = %claimed.kind, target = %claimed.target, error = %e, "a job run failed");
-    }
-    if let Err(e) = scheduler.finish(claimed.run_id, &outcome).await {
-        tracing::error!(run = claimed.run_id, error = %e, "cannot record the end of a job run");
-    }
-    outcome
-}
-
-/// Runs `kind`/`target` now, on request: recorded as a manual run. The run id and its outcome.
-pub async fn run_now<E: Executor>(
-    scheduler: &Scheduler,
-    executor: &E,
-    kind: &str,
-    target: Uuid,
-) -> Result<(i64, Result<Outcome, String>), sqlx::Error> {
-    let claimed = scheduler.start_manual(kind, target).await?;
-    let run_id = claimed.run_id;
-    Ok((run_id, run_claimed(scheduler, executor, claimed).await))
-}
-
-/// Claims and runs due jobs every `tick` until `stop`, at most `parallel` at a time.
-pub fn spawn<E: Executor>(
-    scheduler: Scheduler,
-    executor: E,
-    tick: Duration,
-    parallel: usize,
-    stop: CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(parallel.max(1)));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(tick) => {}
-            }
-            loop {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    break;
-                };
-                match scheduler.claim_due().await {
-                    Ok(Some(claimed)) => {
-                        let (scheduler, executor) = (scheduler.clone(), executor.clone());
-                        tokio::spawn(async move {
-                            let _permit = permit;
-                            let _ = run_claimed(&scheduler, &executor, claimed).await;
-                        });
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        metrics::counter!("chgate_scheduler_errors_total").increment(1);
-                        tracing::warn!(error = %e, "the scheduler cannot claim jobs; retrying");
-                        break;
-                    }
-                }
-            }
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone as _;
-
-    #[test]
-    fn cron_expressions_parse_with_clear_errors() {
-        let every_five = Schedule::parse("*/5 * * * *").unwrap();
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 10, 2, 0).unwrap();
-        assert_eq!(
-            every_five.next_after(at),
-            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap())
-        );
-        let seconds = Schedule::parse("*/10 * * * * *").unwrap();
-        assert_eq!(
-            seconds.next_after(at),
-            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 2, 10).unwrap())
-        );
-        assert!(Schedule::parse("every day")
-            .unwrap_err()
-            .contains("5 fields"));
-        assert!(Schedule::parse("61 * * * *")
-            .unwrap_err()
-            .contains("not a valid cron"));
     }
 }

@@ -204,7 +204,7 @@ pub async fn export(
     }
     if let Some(url) = &request.webhook {
         crate::alerts::channels::check_url("webhook", url)
-            .map_err(|e| ApiError::bad_request("invalid_export", e))?;
+            .map_err(|e| ApiError::bad_request("invalid_export", e.to_string()))?;
     }
     let at = current(&segment)?;
     let (member, salted) = member_expression(&ctx, &principal)?;

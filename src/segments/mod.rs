@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::definitions::owner::Owner;
-use crate::definitions::{self, Context, DefinitionError, Plan, RunError};
-use crate::schedule::{Claimed, Outcome};
+use crate::definitions::{self, Context, DefinitionError, Invalid, Plan};
+use crate::schedule::{Claimed, Outcome, RunError};
 
 /// Job kind of segment refreshes in the scheduler.
 pub const JOB_KIND: &str = "segment";
@@ -99,7 +99,7 @@ impl definitions::Kind for Segments {
         &spec.name
     }
 
-    fn validate(ctx: &Context, owner: &Principal, spec: &SegmentSpec) -> Result<Plan, String> {
+    fn validate(ctx: &Context, owner: &Principal, spec: &SegmentSpec) -> Result<Plan, Invalid> {
         Ok(Plan {
             schedule: validate(ctx, owner, spec)?,
             enabled: true,
@@ -110,7 +110,7 @@ impl definitions::Kind for Segments {
         if segment.spec.kind == Kind::Static {
             return Err(DefinitionError::Invalid {
                 code: "static_segment",
-                message: "a static segment cannot be changed; create a new one".into(),
+                error: Invalid::whole("a static segment cannot be changed; create a new one"),
             });
         }
         Ok(())
@@ -151,7 +151,7 @@ impl definitions::Kind for Segments {
     }
 
     async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
-        refresh(ctx, claimed.target).await.map_err(RunError)
+        refresh(ctx, claimed.target).await
     }
 }
 
@@ -175,18 +175,20 @@ pub async fn sizes(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<SizePoint>
 }
 
 /// The role's permission and the row filters a segment's queries run under, for `owner`.
-fn row_filters(ctx: &Context, owner: &Principal) -> Result<Option<String>, String> {
-    let role = ctx.access.role(owner).map_err(|e| e.to_string())?;
+fn row_filters(ctx: &Context, owner: &Principal) -> Result<Option<String>, Invalid> {
+    let role = ctx.access.role(owner)?;
     if !role.segments {
-        return Err(format!("role {:?} may not use segments", owner.role));
+        return Err(Invalid::whole(format!(
+            "role {:?} may not use segments",
+            owner.role
+        )));
     }
     let database = ctx.clickhouse.database();
     let tables = ["events", "user_properties", "segment_members"]
         .iter()
         .map(|t| format!("{database}.{t}"))
         .collect();
-    let filters =
-        crate::access::row_filters(&role, owner, database, &tables).map_err(|e| e.to_string())?;
+    let filters = crate::access::row_filters(&role, owner, database, &tables)?;
     Ok(filters.setting())
 }
 
@@ -215,14 +217,16 @@ pub fn clickhouse_time(at: DateTime<Utc>) -> String {
 
 /// Computes the segment's membership now: inserts the members with a new `computed_at`, records
 /// the size, and (dynamic segments) drops older memberships.
-pub async fn refresh(ctx: &Context, id: Uuid) -> Result<Outcome, String> {
+pub async fn refresh(ctx: &Context, id: Uuid) -> Result<Outcome, RunError> {
     let pool = &ctx.pool;
     let segment = <Segments as definitions::Kind>::load(pool, id)
         .await
         .map_err(|e| format!("cannot load the segment: {e}"))?
         .ok_or_else(|| "the segment no longer exists".to_string())?;
     if segment.spec.kind == Kind::Static && segment.computed_at.is_some() {
-        return Err("a static segment keeps the membership it was created with".into());
+        return Err(RunError::new(
+            "a static segment keeps the membership it was created with",
+        ));
     }
     let owner = segment.owner();
     let filters = row_filters(ctx, &owner)?;
@@ -303,19 +307,16 @@ pub fn validate(
     ctx: &Context,
     principal: &Principal,
     spec: &SegmentSpec,
-) -> Result<Option<crate::schedule::Schedule>, String> {
-    if spec.name.trim().is_empty() || spec.name.len() > 200 {
-        return Err("name: must be 1 to 200 characters".into());
-    }
-    criteria::compile(&spec.criteria).map_err(|e| e.to_string())?;
+) -> Result<Option<crate::schedule::Schedule>, Invalid> {
+    definitions::check_name(&spec.name)?;
+    criteria::compile(&spec.criteria).map_err(|e| Invalid::whole(e.to_string()))?;
     row_filters(ctx, principal)?;
     match (&spec.schedule, spec.kind) {
-        (Some(_), Kind::Static) => {
-            Err("schedule: a static segment is computed once; it takes no schedule".into())
-        }
-        (Some(text), Kind::Dynamic) => crate::schedule::Schedule::parse(text)
-            .map(Some)
-            .map_err(|e| format!("schedule: {e}")),
+        (Some(_), Kind::Static) => Err(Invalid::new(
+            "schedule",
+            "a static segment is computed once; it takes no schedule",
+        )),
+        (Some(text), Kind::Dynamic) => Ok(Some(crate::schedule::Schedule::parse(text)?)),
         (None, _) => Ok(None),
     }
 }

@@ -344,7 +344,7 @@ impl chgate::schedule::Executor for Counting {
     async fn execute(
         &self,
         claimed: &chgate::schedule::Claimed,
-    ) -> Result<chgate::schedule::Outcome, String> {
+    ) -> Result<chgate::schedule::Outcome, chgate::schedule::RunError> {
         tokio::time::sleep(Duration::from_millis(30)).await;
         self.seen
             .lock()
