@@ -7,9 +7,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::keys::KeyStore;
 use crate::access::Access;
 use crate::audit::AuditLog;
-use crate::auth::KeyStore;
 use crate::cache::generations::Generations;
 use crate::cache::ResultCache;
 use crate::catalog::{Catalog, CatalogHandle};

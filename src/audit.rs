@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 
 /// Longest SQL text or user agent kept.
 const MAX_TEXT: usize = 2000;

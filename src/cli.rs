@@ -8,9 +8,9 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Parser, Subcommand};
 
+use crate::access::keys::KeyRecord;
+use crate::access::keys::KeyStore;
 use crate::app::{cancel_on_signal, Application};
-use crate::auth::keys::KeyRecord;
-use crate::auth::KeyStore;
 use crate::config::Settings;
 use crate::ingest::enrich::net::Networks;
 use crate::storage::clickhouse::ClickHouse;

@@ -1,11 +1,9 @@
 //! chgate: a SQL-first analytics gateway over ClickHouse.
 
 pub mod access;
-pub mod admin;
 pub mod alerts;
 pub mod app;
 pub mod audit;
-pub mod auth;
 pub mod bench;
 pub mod bi;
 pub mod cache;

@@ -7,7 +7,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::config::JwtSettings;
 
 /// Why a token was refused; each maps to a specific 401 code.
@@ -208,7 +208,7 @@ impl JwtVerifier {
 }
 
 fn principal(claims: BTreeMap<String, Value>) -> Result<Principal, JwtError> {
-    let known = |r: &str| crate::auth::ROLES.contains(&r);
+    let known = |r: &str| crate::access::auth::ROLES.contains(&r);
     let role = match (claims.get("role"), claims.get("roles")) {
         (Some(Value::String(r)), _) if known(r) => r.clone(),
         (_, Some(Value::Array(roles))) => roles

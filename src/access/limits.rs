@@ -18,7 +18,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::policy::Limits as RoleLimits;
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::error::ApiError;
 use crate::storage::redis::Redis;
 

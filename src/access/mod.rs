@@ -1,7 +1,11 @@
-//! Access control: who may do what (roles and policies from `config/access.toml`), row-level
-//! security from claims, and JWT authentication.
+//! Access control: who is calling (API keys in `keys`, JWTs in `jwt`, the [`auth::Principal`]
+//! extractor in `auth`), who may do what (roles and policies from `config/access.toml`), row-level
+//! security from claims, rate and concurrency limits, and the admin API (`admin`).
 
+pub mod admin;
+pub mod auth;
 pub mod jwt;
+pub mod keys;
 pub mod limits;
 pub mod policy;
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use self::policy::{sql_string, FilterTerm, Policy, RolePolicy};
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::error::ApiError;
 
 /// The policy in use (swapped atomically on reload) and the JWT verifier.

@@ -143,11 +143,11 @@ impl Policy {
             PolicyError(format!("{}:{line}: {}", path.display(), e.message()))
         })?;
         for (role, rules) in &policy.roles {
-            if !crate::auth::ROLES.contains(&role.as_str()) {
+            if !crate::access::auth::ROLES.contains(&role.as_str()) {
                 return Err(PolicyError(format!(
                     "{}: unknown role {role:?} (known: {})",
                     path.display(),
-                    crate::auth::ROLES.join(", ")
+                    crate::access::auth::ROLES.join(", ")
                 )));
             }
             for name in rules.bi_settings.keys() {

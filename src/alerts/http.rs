@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::Alerts;
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::definitions::Context;
 use crate::error::ApiError;
 

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::channels::{Channel, Notification};
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::definitions::owner::Owner;
 use crate::definitions::{Context, Invalid, Kind, Plan};
 use crate::schedule::{Claimed, Outcome, RunError, Schedule};

@@ -34,11 +34,11 @@ use futures_util::StreamExt;
 
 use self::error::BiError;
 use self::statement::{Plan, Scope, StatementKind};
+use crate::access::auth::{Authorization, Principal};
 use crate::access::policy::RolePolicy;
 use crate::access::RowFilters;
 use crate::app::AppState;
 use crate::audit::{AuditRecord, Origin, Pending};
-use crate::auth::{Authorization, Principal};
 use crate::cache::{CacheStatus, ResultCache};
 use crate::sql::placeholders;
 
@@ -158,7 +158,7 @@ fn credential(headers: &HeaderMap, params: &[(String, String)]) -> Option<String
         return match Authorization::parse(value)? {
             Authorization::Bearer(token) => Some(token),
             Authorization::Basic { user, password } if password.is_empty() => {
-                Some(user).filter(|u| u.starts_with(crate::auth::keys::KEY_PREFIX))
+                Some(user).filter(|u| u.starts_with(crate::access::keys::KEY_PREFIX))
             }
             Authorization::Basic { password, .. } => Some(password),
         }
@@ -191,7 +191,7 @@ async fn authenticate(
         )
         .into());
     };
-    Ok(crate::auth::authenticate(state, &credential).await?)
+    Ok(crate::access::auth::authenticate(state, &credential).await?)
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {

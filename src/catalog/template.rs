@@ -298,12 +298,12 @@ impl TemplateFile {
             }
         }
         for role in &meta.roles {
-            if !crate::auth::ROLES.contains(&role.as_str()) {
+            if !crate::access::auth::ROLES.contains(&role.as_str()) {
                 return Err(err(
                     header_line_of("roles"),
                     format!(
                         "unknown role {role:?} (known: {})",
-                        crate::auth::ROLES.join(", ")
+                        crate::access::auth::ROLES.join(", ")
                     ),
                 ));
             }

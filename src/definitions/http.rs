@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{Context, Kind};
+use crate::access::auth::Principal;
 use crate::audit::AuditRecord;
-use crate::auth::Principal;
 use crate::error::ApiError;
 
 /// The shared routes of kind `K`.

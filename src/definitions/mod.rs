@@ -19,9 +19,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::owner::Owner;
+use crate::access::auth::Principal;
 use crate::access::Access;
 use crate::audit::AuditLog;
-use crate::auth::Principal;
 use crate::config::Settings;
 use crate::query::runner::Runner;
 use crate::schedule::{Claimed, Outcome, RunError, Schedule, Scheduler};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 
 /// The `owner_*` columns of a stored definition.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

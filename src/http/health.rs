@@ -8,8 +8,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
+use crate::access::auth::Principal;
 use crate::app::AppState;
-use crate::auth::Principal;
 
 /// `GET /healthz`: 200 while the process serves requests.
 pub async fn healthz() -> Json<serde_json::Value> {

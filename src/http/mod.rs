@@ -36,12 +36,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami", get(health::whoami))
         .route(
             "/v1/admin/keys",
-            get(crate::admin::list).post(crate::admin::create),
+            get(crate::access::admin::list).post(crate::access::admin::create),
         )
-        .route("/v1/admin/audit", get(crate::admin::audit_log))
+        .route("/v1/admin/audit", get(crate::access::admin::audit_log))
         .route(
             "/v1/admin/keys/{key}",
-            axum::routing::delete(crate::admin::revoke),
+            axum::routing::delete(crate::access::admin::revoke),
         )
         .merge(definitions::routes::<Alerts, AppState>())
         .route("/v1/alerts/{id}/events", get(crate::alerts::http::events))

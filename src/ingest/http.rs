@@ -15,9 +15,9 @@ use super::enrich::{net, RequestFacts};
 use super::model::{visit_scalars_as_kind, RawEvent, Rejection, Rules};
 use super::sender::Sender;
 use super::{segment, Backpressure, BatchResult, RejectedEvent};
+use crate::access::auth::Principal;
 use crate::access::policy::RolePolicy;
 use crate::app::AppState;
-use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::body::read_body;
 

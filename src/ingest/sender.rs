@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn every_role_that_may_ingest_maps_to_a_sender() {
-        for role in crate::auth::ROLES {
+        for role in crate::access::auth::ROLES {
             let expected = if ["service", "admin"].contains(role) {
                 Sender::Server
             } else {

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use super::runner::{Admission, Answer, Call, Output};
 use super::Format;
+use crate::access::auth::Principal;
 use crate::app::AppState;
-use crate::auth::Principal;
 use crate::cache::CacheStatus;
 use crate::catalog::Template;
 use crate::error::ApiError;

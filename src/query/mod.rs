@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use serde_json::Map;
 
+use crate::access::auth::Principal;
 use crate::access::policy::RolePolicy;
 use crate::access::RowFilters;
-use crate::auth::Principal;
 use crate::catalog::{Catalog, RenderError, Rendered, Template};
 use crate::error::ApiError;
 

@@ -16,11 +16,11 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{collect_json, start, Attribution, Format, ResultStream, JSON_EXPANSION};
+use crate::access::auth::Principal;
 use crate::access::limits::RateInfo;
 use crate::access::policy::RolePolicy;
 use crate::access::Access;
 use crate::audit::{AuditLog, AuditRecord, Origin, Pending};
-use crate::auth::Principal;
 use crate::cache::{CacheStatus, ResultCache};
 use crate::catalog::{CatalogHandle, Template};
 use crate::error::ApiError;

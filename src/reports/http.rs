@@ -8,8 +8,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::{Reports, JOB_KIND};
+use crate::access::auth::Principal;
 use crate::audit::AuditRecord;
-use crate::auth::Principal;
 use crate::definitions::Context;
 use crate::error::ApiError;
 

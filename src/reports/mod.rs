@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use self::render::{ChartSpec, Header, Table};
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::catalog::params::{ParamSpec, ParamType, Scalar};
 use crate::definitions::owner::Owner;
 use crate::definitions::{Context, Invalid, Kind, Plan};

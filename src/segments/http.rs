@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{Segment, Segments};
+use crate::access::auth::Principal;
 use crate::audit::{AuditRecord, Pending};
-use crate::auth::Principal;
 use crate::definitions::Context;
 use crate::error::ApiError;
 

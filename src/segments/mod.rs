@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::access::auth::Principal;
 use crate::definitions::owner::Owner;
 use crate::definitions::{self, Context, DefinitionError, Invalid, Plan};
 use crate::schedule::{Claimed, Outcome, RunError};

@@ -138,7 +138,7 @@ async fn each_default_role_may_run_exactly_the_templates_its_policy_and_the_temp
     let app = TestApp::spawn().await;
     let policy = chgate::access::policy::Policy::load(&app.settings().access.policy).unwrap();
     let catalog = chgate::catalog::Catalog::load(&app.settings().catalog.dir, "analytics").unwrap();
-    for role in chgate::auth::ROLES {
+    for role in chgate::access::auth::ROLES {
         let key = app
             .create_key_with(role, &[("developer_id", "dev-1")])
             .await;

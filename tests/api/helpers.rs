@@ -242,7 +242,7 @@ impl TestApp {
 
     /// Creates an API key with attributes (claims for row filters).
     pub async fn create_key_with(&self, role: &str, attributes: &[(&str, &str)]) -> String {
-        let store = chgate::auth::KeyStore::new(
+        let store = chgate::access::keys::KeyStore::new(
             sqlx::PgPool::connect(self.settings().postgres.url.expose())
                 .await
                 .expect("postgres connects"),

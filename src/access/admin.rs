@@ -9,10 +9,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::access::auth::Principal;
+use crate::access::keys::KeyError;
 use crate::app::AppState;
 use crate::audit::AuditRecord;
-use crate::auth::keys::KeyError;
-use crate::auth::Principal;
 use crate::error::ApiError;
 
 /// Admits the admin role; anyone else's attempt is refused and recorded as `action`, denied.

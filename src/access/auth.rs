@@ -1,8 +1,6 @@
 //! Authentication: who is calling. Access control (roles, policies, row filters) builds on the
 //! [`Principal`] produced here.
 
-pub mod keys;
-
 use std::collections::BTreeMap;
 
 use axum::extract::FromRequestParts;
@@ -11,10 +9,9 @@ use axum::http::request::Parts;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::access::keys::{self, KeyLookup};
 use crate::app::AppState;
 use crate::error::ApiError;
-
-pub use keys::{KeyLookup, KeyStore, NewKey};
 
 /// Roles a key can be given.
 pub const ROLES: &[&str] = &[

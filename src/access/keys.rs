@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::Principal;
+use super::auth::Principal;
 
 /// Every key starts with this, so leaked keys are easy to recognise in logs and scanners.
 pub const KEY_PREFIX: &str = "chg_";
@@ -48,7 +48,7 @@ pub struct NewKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("unknown role {0:?}; expected one of: {roles}", roles = super::ROLES.join(", "))]
+    #[error("unknown role {0:?}; expected one of: {roles}", roles = super::auth::ROLES.join(", "))]
     UnknownRole(String),
     #[error("key name must be 1-100 characters")]
     BadName,
@@ -82,7 +82,7 @@ impl KeyStore {
         role: &str,
         attributes: BTreeMap<String, String>,
     ) -> Result<NewKey, KeyError> {
-        if !super::ROLES.contains(&role) {
+        if !super::auth::ROLES.contains(&role) {
             return Err(KeyError::UnknownRole(role.to_string()));
         }
         if name.is_empty() || name.chars().count() > 100 {
