@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod error;
+pub mod glob;
 pub mod http;
 pub mod import;
 pub mod ingest;

@@ -83,7 +83,7 @@ impl Scope<'_> {
                 .role
                 .bi_tables
                 .iter()
-                .any(|p| crate::access::policy::glob(p, table)))
+                .any(|p| crate::glob::glob(p, table)))
             || (database == "system" && SYSTEM_TABLES.contains(&table))
     }
 

@@ -552,7 +552,7 @@ pub fn validate_raw<'a>(raw: RawEvent<'a>, rules: &Rules<'_>) -> Result<Event<'a
         && !rules
             .allowed_events
             .iter()
-            .any(|p| crate::access::policy::glob(p, &event))
+            .any(|p| crate::glob::glob(p, &event))
     {
         return Err(Rejection::new(
             "event_not_allowed",

@@ -26,7 +26,7 @@ use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::parser::{Parser, ParserOptions};
 
 use super::placeholders::{self, Placeholder};
-use crate::access::policy::glob;
+use crate::glob::glob;
 
 /// Table functions that read no external data.
 pub const SAFE_TABLE_FUNCTIONS: &[&str] = &[

@@ -440,7 +440,7 @@ fn settings_a_client_sends_are_refused_with_a_4xx_or_accepted_by_clickhouse() {
                 forwarded.set(forwarded.get() + 1);
                 for (name, _) in &sent {
                     prop_assert!(
-                        !chgate::bi::settings::is_fixed(name)
+                        !chgate::sql::settings::is_fixed(name)
                             || name == "max_execution_time"
                             || name == "max_result_rows"
                             || name == "log_comment"
