@@ -178,7 +178,7 @@ pub(crate) async fn seed_two_developers(app: &TestApp) {
                                "properties": {"item_id": format!("{developer}-game"), "developer_id": developer}}));
         }
     }
-    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), &events)
+    chgate::cli::check::live::load_events_into(&app.clickhouse(), app.settings(), &events)
         .await
         .unwrap();
 }

@@ -72,7 +72,7 @@ async fn alerting_app(receiver: &str) -> TestApp {
 
 async fn purchase(app: &TestApp, amount: f64, ago_secs: i64) {
     let at = chrono::Utc::now() - chrono::Duration::seconds(ago_secs);
-    chgate::check_live::load_events_into(
+    chgate::cli::check::live::load_events_into(
         &app.clickhouse(),
         app.settings(),
         &[

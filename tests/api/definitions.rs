@@ -88,7 +88,7 @@ async fn paths_take_events_of_the_same_millisecond_in_event_name_order() {
     // Two inserts (two parts) with events of the same millisecond: the order ClickHouse reads
     // them in must not decide (v1 answered search -> home -> game here).
     let app = app_with(&[event("u1", "home", "2026-02-01T10:00:00Z")]).await;
-    chgate::check_live::load_events_into(
+    chgate::cli::check::live::load_events_into(
         &app.clickhouse(),
         app.settings(),
         &[

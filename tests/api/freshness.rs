@@ -102,7 +102,7 @@ async fn after_an_import_into_a_cached_past_range_the_next_call_is_a_miss_with_t
     }
     drop(file);
 
-    let summary = chgate::import::import(
+    let summary = chgate::cli::import::import(
         app.settings(),
         &[input],
         &dir.path().join("rejects.ndjson"),

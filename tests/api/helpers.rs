@@ -369,7 +369,7 @@ pub async fn load_reference_events(app: &TestApp) {
             "properties": properties,
         }));
     }
-    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), &events)
+    chgate::cli::check::live::load_events_into(&app.clickhouse(), app.settings(), &events)
         .await
         .expect("reference events load");
 }
@@ -407,7 +407,7 @@ pub async fn serve(router: axum::Router) -> String {
 /// A gateway with `events` loaded into `events` (one insert; the rollups fill from it).
 pub async fn app_with(events: &[serde_json::Value]) -> TestApp {
     let app = TestApp::spawn().await;
-    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), events)
+    chgate::cli::check::live::load_events_into(&app.clickhouse(), app.settings(), events)
         .await
         .expect("events load");
     app

@@ -13,7 +13,7 @@ async fn seed_dau(app: &TestApp) {
         {"event": "open", "user_id": "a", "platform": "web", "timestamp": "2026-03-02T10:00:00Z"}
     ]);
     // Historic events go through the import path; a live batch would reject them as too old.
-    chgate::check_live::load_events_into(
+    chgate::cli::check::live::load_events_into(
         &app.clickhouse(),
         app.settings(),
         events.as_array().unwrap(),

@@ -74,7 +74,7 @@ async fn run_version(
     )
     .unwrap();
     let template = catalog.get(name, version).unwrap();
-    chgate::check_live::query_rows_on(
+    chgate::cli::check::live::query_rows_on(
         &app.clickhouse(),
         &catalog,
         template,
@@ -484,9 +484,13 @@ async fn dau_funnel_and_retention_agree_with_reference_implementations_and_windo
                 .unwrap();
         }
         let events = generate(seed, start);
-        chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), &to_json(&events))
-            .await
-            .unwrap();
+        chgate::cli::check::live::load_events_into(
+            &app.clickhouse(),
+            app.settings(),
+            &to_json(&events),
+        )
+        .await
+        .unwrap();
 
         // dau
         let (from, to) = (

@@ -222,7 +222,7 @@ async fn a_pdf_report_has_its_title_parameters_table_and_a_chart_of_the_main_ser
                         "timestamp": (now - chrono::Duration::hours(i)).to_rfc3339()})
         })
         .collect();
-    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), &views)
+    chgate::cli::check::live::load_events_into(&app.clickhouse(), app.settings(), &views)
         .await
         .unwrap();
     let analyst = app.create_key("analyst").await;

@@ -16,7 +16,7 @@ async fn events(app: &TestApp, events: &[(&str, &str, f64)]) {
                    "properties": {"amount": amount, "currency": "USD", "coupon": "it's-me"}})
         })
         .collect();
-    chgate::check_live::load_events_into(&app.clickhouse(), app.settings(), &rows)
+    chgate::cli::check::live::load_events_into(&app.clickhouse(), app.settings(), &rows)
         .await
         .unwrap();
 }

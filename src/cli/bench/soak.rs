@@ -99,7 +99,7 @@ fn hostile_bodies(max_body_bytes: usize) -> Vec<(&'static str, Bytes, bool)> {
     let zeros = vec![b' '; 64 * 1024 * 1024];
     let _ = bomb.write_all(&zeros);
     let bomb = bomb.finish().unwrap_or_default();
-    let events = crate::seed::batches(1, 100, 7)
+    let events = crate::cli::seed::batches(1, 100, 7)
         .into_iter()
         .next()
         .unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `chgate bench ingest`: a load generator for a running gateway, compared in the same run with a
 //! direct `JSONEachRow` insert of the same events into ClickHouse.
 
+pub mod command;
 pub mod funnel;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -292,7 +293,7 @@ impl Report {
 /// `count` request bodies of `batch_size` generated events each (JSON arrays), the same in every
 /// run and in both ingestion benchmarks.
 fn event_bodies(count: usize, batch_size: usize) -> Vec<Bytes> {
-    crate::seed::batches(count, batch_size, 99)
+    crate::cli::seed::batches(count, batch_size, 99)
         .into_iter()
         .map(|b| Bytes::from(serde_json::Value::Array(b).to_string()))
         .collect()

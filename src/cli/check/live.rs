@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::catalog::{Catalog, Template};
-use crate::check::Report;
+use crate::cli::check::Report;
 use crate::config::{Settings, WalMode};
 use crate::ingest::enrich::{Enricher, Outcome, RequestFacts};
 use crate::ingest::model::{self, Rules};

@@ -5,6 +5,8 @@
 //! `EXPLAIN` each rendered example, compares the result columns with the declared ones, and runs the
 //! fixture tests in `queries/<name>/tests/` in a scratch database.
 
+pub mod live;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -39,7 +41,7 @@ pub async fn run(settings: &Settings, dir: &Path, live: bool) -> anyhow::Result<
     )?;
     let mut failures = 0;
     if live {
-        let live = crate::check_live::run(settings, &catalog).await?;
+        let live = live::run(settings, &catalog).await?;
         text.push_str(&live.text);
         failures += live.failures;
     }

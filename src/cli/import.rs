@@ -333,7 +333,10 @@ pub async fn import(
 }
 
 /// `chgate seed`: generated demo traffic through the pipeline.
-pub async fn seed(settings: &Settings, plan: &crate::seed::SeedPlan) -> anyhow::Result<Summary> {
+pub async fn seed(
+    settings: &Settings,
+    plan: &crate::cli::seed::SeedPlan,
+) -> anyhow::Result<Summary> {
     let mut loader = Loader::start(settings, None).await?;
     let bar = progress_bar(None);
     // Generation is synchronous and fast; batches go through the pipeline as they fill.
@@ -341,7 +344,7 @@ pub async fn seed(settings: &Settings, plan: &crate::seed::SeedPlan) -> anyhow::
     let plan = plan.clone();
     let generator = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(BATCH);
-        crate::seed::generate(&plan, |event| {
+        crate::cli::seed::generate(&plan, |event| {
             batch.push(event);
             if batch.len() == BATCH {
                 let _ = tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
