@@ -68,10 +68,43 @@ pub struct SharedState {
     pub definitions: crate::definitions::Context,
 }
 
-impl axum::extract::FromRef<AppState> for crate::definitions::Context {
-    fn from_ref(state: &AppState) -> Self {
-        state.definitions.clone()
-    }
+/// The part of the state each group of handlers uses: handlers and the code below them take
+/// these, never `AppState`.
+macro_rules! sub_state {
+    ($($state:ty => |$s:ident| $make:expr;)*) => {
+        $(
+            impl axum::extract::FromRef<AppState> for $state {
+                fn from_ref($s: &AppState) -> Self {
+                    $make
+                }
+            }
+        )*
+    };
+}
+
+sub_state! {
+    crate::definitions::Context => |s| s.definitions.clone();
+    crate::query::runner::Runner => |s| s.runner.clone();
+    crate::access::auth::Authenticator => |s| crate::access::auth::Authenticator {
+        keys: s.keys.clone(),
+        access: s.access.clone(),
+        audit: s.audit.clone(),
+    };
+    crate::access::admin::Admin => |s| crate::access::admin::Admin {
+        keys: s.keys.clone(),
+        audit: s.audit.clone(),
+        postgres: s.postgres.clone(),
+    };
+    crate::ingest::http::Intake => |s| crate::ingest::http::Intake {
+        pipeline: s.pipeline.clone(),
+        access: s.access.clone(),
+        buffers: s.buffers.clone(),
+    };
+    crate::http::health::Dependencies => |s| crate::http::health::Dependencies {
+        clickhouse: s.clickhouse.clone(),
+        postgres: s.postgres.clone(),
+        redis: s.redis.clone(),
+    };
 }
 
 impl AppState {

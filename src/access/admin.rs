@@ -11,13 +11,23 @@ use serde_json::{json, Value};
 
 use crate::access::auth::Principal;
 use crate::access::keys::KeyError;
-use crate::app::AppState;
 use crate::audit::AuditRecord;
 use crate::error::ApiError;
 
+/// What the admin endpoints use.
+#[derive(Clone)]
+pub struct Admin {
+    /// API keys.
+    pub keys: crate::access::keys::KeyStore,
+    /// Every admin action is audited.
+    pub audit: crate::audit::AuditLog,
+    /// The audit log is read from here.
+    pub postgres: crate::storage::postgres::Postgres,
+}
+
 /// Admits the admin role; anyone else's attempt is refused and recorded as `action`, denied.
 fn require_admin(
-    state: &AppState,
+    state: &Admin,
     principal: &Principal,
     request: &Caller,
     action: &str,
@@ -77,7 +87,7 @@ pub struct NewKeyRequest {
 
 /// `POST /v1/admin/keys`: the secret is in this response only.
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Admin>,
     principal: Principal,
     caller: Caller,
     body: axum::body::Bytes,
@@ -111,7 +121,7 @@ pub struct ListQuery {
 
 /// `GET /v1/admin/keys[?all=true]`.
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Admin>,
     principal: Principal,
     caller: Caller,
     Query(query): Query<ListQuery>,
@@ -123,7 +133,7 @@ pub async fn list(
 
 /// `DELETE /v1/admin/keys/{id or name}`: revokes; effective on every gateway within 2 s.
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<Admin>,
     principal: Principal,
     caller: Caller,
     Path(key): Path<String>,
@@ -171,7 +181,7 @@ struct AuditRow {
 
 /// `GET /v1/admin/audit?since&until&principal&action&limit&format=json|csv`.
 pub async fn audit_log(
-    State(state): State<AppState>,
+    State(state): State<Admin>,
     principal: Principal,
     caller: Caller,
     Query(query): Query<AuditQuery>,

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::access::keys::{self, KeyLookup};
-use crate::app::AppState;
+use crate::access::keys::{self, KeyLookup, KeyStore};
+use crate::access::Access;
+use crate::audit::AuditLog;
 use crate::error::ApiError;
 
 /// Roles a key can be given.
@@ -86,10 +87,26 @@ pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-impl FromRequestParts<AppState> for Principal {
+/// What authenticating a caller uses.
+#[derive(Clone)]
+pub struct Authenticator {
+    /// API keys.
+    pub keys: KeyStore,
+    /// JWT verification.
+    pub access: Access,
+    /// Failed attempts are audited.
+    pub audit: AuditLog,
+}
+
+impl<S> FromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = &Authenticator::from_ref(state);
         let Some(key) = presented_key(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing_credentials",
@@ -110,7 +127,7 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// Authenticates an API key or (anything with two dots that is not a key) a JWT.
-pub async fn authenticate(state: &AppState, credential: &str) -> Result<Principal, ApiError> {
+pub async fn authenticate(state: &Authenticator, credential: &str) -> Result<Principal, ApiError> {
     if !credential.starts_with(keys::KEY_PREFIX) && credential.matches('.').count() == 2 {
         let result = state.access.jwt.verify(credential);
         if let Err(e) = &result {

@@ -191,7 +191,10 @@ async fn authenticate(
         )
         .into());
     };
-    Ok(crate::access::auth::authenticate(state, &credential).await?)
+    Ok(
+        crate::access::auth::authenticate(&axum::extract::FromRef::from_ref(state), &credential)
+            .await?,
+    )
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {

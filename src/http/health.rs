@@ -9,7 +9,14 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::access::auth::Principal;
-use crate::app::AppState;
+
+/// The dependencies readiness probes.
+#[derive(Clone)]
+pub struct Dependencies {
+    pub clickhouse: crate::storage::clickhouse::ClickHouse,
+    pub postgres: crate::storage::postgres::Postgres,
+    pub redis: Option<crate::storage::redis::Redis>,
+}
 
 /// `GET /healthz`: 200 while the process serves requests.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -32,7 +39,7 @@ struct Readiness {
 
 /// `GET /readyz`: 200 only when every configured dependency answers; otherwise 503 naming each
 /// failing dependency and its error.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn readyz(State(state): State<Dependencies>) -> impl IntoResponse {
     let (clickhouse, postgres, redis) = tokio::join!(
         probe(state.clickhouse.ping()),
         probe(state.postgres.ping()),

@@ -17,9 +17,19 @@ use super::sender::Sender;
 use super::{segment, Backpressure, BatchResult, RejectedEvent};
 use crate::access::auth::Principal;
 use crate::access::policy::RolePolicy;
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http::body::read_body;
+
+/// What the ingestion endpoints use.
+#[derive(Clone)]
+pub struct Intake {
+    /// Validation, enrichment and the write path.
+    pub pipeline: super::Pipeline,
+    /// The caller's role: which events it may send.
+    pub access: crate::access::Access,
+    /// Request bodies are read within the gateway's memory budget.
+    pub buffers: crate::http::body::MemoryBudget,
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct IngestQuery {
@@ -46,7 +56,7 @@ impl IngestQuery {
 
 /// `POST /v1/events`: one event, a JSON array of events, or NDJSON.
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<Intake>,
     principal: Principal,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<IngestQuery>,
@@ -79,7 +89,7 @@ pub async fn events(
 
 /// A body of events, within `ingest.max_body_bytes` and the gateway's memory budget.
 async fn read_events_body(
-    state: &AppState,
+    state: &Intake,
     body: Body,
     headers: &HeaderMap,
 ) -> Result<crate::http::body::ReadBody, ApiError> {
@@ -95,7 +105,7 @@ async fn read_events_body(
 /// Room in the memory budget for the rows a batch becomes while it is validated and enriched
 /// (until the queue takes them): a row's fields, and about its text again.
 async fn hold_rows(
-    state: &AppState,
+    state: &Intake,
     events: usize,
     text: usize,
 ) -> Result<crate::http::body::Reservation, ApiError> {
@@ -107,7 +117,7 @@ async fn hold_rows(
 
 /// `POST /v1/batch`: a Segment batch `{batch: [...], context?, sentAt?}`.
 pub async fn segment_batch(
-    State(state): State<AppState>,
+    State(state): State<Intake>,
     principal: Principal,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<IngestQuery>,
@@ -141,7 +151,7 @@ macro_rules! segment_calls {
     ($($name:ident => $kind:literal),* $(,)?) => {$(
         #[doc = concat!("`POST /v1/", $kind, "`: one Segment `", $kind, "` message.")]
         pub async fn $name(
-            State(state): State<AppState>,
+            State(state): State<Intake>,
             principal: Principal,
             ConnectInfo(peer): ConnectInfo<SocketAddr>,
             Query(query): Query<IngestQuery>,
@@ -164,7 +174,7 @@ segment_calls!(
 
 async fn segment_single(
     kind: &'static str,
-    state: AppState,
+    state: Intake,
     principal: Principal,
     peer: SocketAddr,
     query: IngestQuery,
@@ -188,7 +198,7 @@ async fn segment_single(
 
 #[allow(clippy::too_many_arguments)]
 async fn segment_ingest(
-    state: AppState,
+    state: Intake,
     principal: Principal,
     peer: SocketAddr,
     query: IngestQuery,
@@ -238,7 +248,7 @@ fn remap(
 /// A batch may go on: `in_batch` events within the per-request maximum, `counted` of them within
 /// the key's events per second (lines that did not even parse are not counted).
 fn admit(
-    state: &AppState,
+    state: &Intake,
     principal: &Principal,
     role: &RolePolicy,
     in_batch: usize,
@@ -261,7 +271,7 @@ fn to_rejected(index: usize, r: Rejection) -> RejectedEvent {
 }
 
 async fn authorize(
-    state: &AppState,
+    state: &Intake,
     principal: &Principal,
 ) -> Result<std::sync::Arc<crate::access::policy::RolePolicy>, ApiError> {
     let role = state.access.role(principal)?;
@@ -282,7 +292,7 @@ async fn authorize(
     Ok(role)
 }
 
-fn rules<'a>(state: &'a AppState, facts: &RequestFacts, allowed_events: &'a [String]) -> Rules<'a> {
+fn rules<'a>(state: &'a Intake, facts: &RequestFacts, allowed_events: &'a [String]) -> Rules<'a> {
     Rules {
         settings: &state.pipeline.settings,
         now_ms: facts.received_at_ms,
@@ -293,7 +303,7 @@ fn rules<'a>(state: &'a AppState, facts: &RequestFacts, allowed_events: &'a [Str
 }
 
 fn facts(
-    state: &AppState,
+    state: &Intake,
     principal: &Principal,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -314,7 +324,7 @@ fn facts(
     }
 }
 
-fn check_batch_size(state: &AppState, events: usize) -> Result<(), ApiError> {
+fn check_batch_size(state: &Intake, events: usize) -> Result<(), ApiError> {
     let max = state.pipeline.settings.max_batch_events;
     if events > max {
         return Err(ApiError::PayloadTooLarge {

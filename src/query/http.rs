@@ -8,10 +8,9 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 
-use super::runner::{Admission, Answer, Call, Output};
+use super::runner::{Admission, Answer, Call, Output, Runner};
 use super::Format;
 use crate::access::auth::Principal;
-use crate::app::AppState;
 use crate::cache::CacheStatus;
 use crate::catalog::Template;
 use crate::error::ApiError;
@@ -21,8 +20,8 @@ use crate::http::body::read_body;
 const MAX_PARAMS_BODY: usize = 1024 * 1024;
 
 /// `GET /v1/catalog`: every template with its versions.
-pub async fn catalog(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
-    let catalog = state.catalog.get();
+pub async fn catalog(State(runner): State<Runner>, _principal: Principal) -> Json<Value> {
+    let catalog = runner.catalog.get();
     let templates: Vec<Value> = catalog
         .names()
         .filter_map(|(name, versions)| {
@@ -42,11 +41,11 @@ pub async fn catalog(State(state): State<AppState>, _principal: Principal) -> Js
 
 /// `GET /v1/catalog/{name}`: every version in detail, with example calls.
 pub async fn catalog_entry(
-    State(state): State<AppState>,
+    State(runner): State<Runner>,
     _principal: Principal,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let catalog = state.catalog.get();
+    let catalog = runner.catalog.get();
     let versions = catalog
         .names()
         .find(|(n, _)| **n == name)
@@ -122,7 +121,7 @@ fn version_json(template: &Template) -> Value {
 /// `GET|POST /v1/queries/{name}`: the latest version.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_latest(
-    State(state): State<AppState>,
+    State(runner): State<Runner>,
     principal: Principal,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
@@ -139,13 +138,13 @@ pub async fn run_latest(
         headers,
         body,
     };
-    audited(state, principal, peer, request).await
+    audited(runner, principal, peer, request).await
 }
 
 /// `GET|POST /v1/queries/{name}/v{N}`: a pinned version.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_version(
-    State(state): State<AppState>,
+    State(runner): State<Runner>,
     principal: Principal,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((name, version)): Path<(String, String)>,
@@ -171,13 +170,13 @@ pub async fn run_version(
         headers,
         body,
     };
-    audited(state, principal, peer, request).await
+    audited(runner, principal, peer, request).await
 }
 
 /// Runs a template and records the run in the audit log, whatever its outcome; a successful run
 /// is recorded when its response has been sent, with the bytes sent and (for JSON) the rows.
 async fn audited(
-    state: AppState,
+    runner: Runner,
     principal: Principal,
     peer: SocketAddr,
     request: Request,
@@ -198,16 +197,16 @@ async fn audited(
         .query
         .as_deref()
         .map(|q| Value::String(q.to_string()));
-    let call = match read_call(&state, request).await {
+    let call = match read_call(&runner, request).await {
         Ok(call) => call,
         Err(error) => {
             record.status = i32::from(error.status().as_u16());
             record.outcome = error.code().to_string();
-            state.audit.record(record);
+            runner.audit.record(record);
             return Err(error);
         }
     };
-    let output = state.runner.run(&principal, call, record).await?;
+    let output = runner.run(&principal, call, record).await?;
     Ok(respond(output))
 }
 
@@ -224,7 +223,7 @@ struct Request {
 /// The call a request describes: parameters from the query string (repeated keys make arrays for
 /// array parameters) and a JSON body, the format from `format` or `Accept`, `Cache-Control:
 /// no-cache`.
-async fn read_call(state: &AppState, request: Request) -> Result<Call, ApiError> {
+async fn read_call(runner: &Runner, request: Request) -> Result<Call, ApiError> {
     let Request {
         name,
         version,
@@ -233,10 +232,10 @@ async fn read_call(state: &AppState, request: Request) -> Result<Call, ApiError>
         headers,
         body,
     } = request;
-    let template = state.runner.template(&name, version)?;
+    let template = runner.template(&name, version)?;
     let (mut params, mut format) = query_params(query.as_deref(), &template)?;
     if method == Method::POST {
-        let bytes = read_body(body, &headers, MAX_PARAMS_BODY, &state.buffers).await?;
+        let bytes = read_body(body, &headers, MAX_PARAMS_BODY, &runner.buffers).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             let Value::Object(object) = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
                 ApiError::bad_request("invalid_json", format!("body: invalid JSON: {e}"))
@@ -393,14 +392,14 @@ fn deprecation_headers(template: &Template, headers: &mut HeaderMap) {
 }
 
 /// `GET /openapi.json`.
-pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
-    Json(super::openapi::document(&state.catalog.get()))
+pub async fn openapi(State(runner): State<Runner>) -> Json<Value> {
+    Json(super::openapi::document(&runner.catalog.get()))
 }
 
 /// `GET /docs`: a self-contained page describing every template (no external assets).
-pub async fn docs(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn docs(State(runner): State<Runner>) -> impl IntoResponse {
     (
         StatusCode::OK,
-        Html(super::openapi::docs_page(&state.catalog.get())),
+        Html(super::openapi::docs_page(&runner.catalog.get())),
     )
 }

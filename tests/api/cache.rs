@@ -9,7 +9,7 @@ use crate::helpers::TestApp;
 fn catalog() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let quick = "/*---\ndescription = \"x\"\nroles = [\"analyst\", \"marketer\"]\ncache_ttl_secs = 60\n[params.n]\ntype = \"UInt32\"\ndefault = 1\n---*/\nSELECT toUInt32({n:UInt32}) AS n, rand() AS r\n";
-    let slowish = "/*---\ndescription = \"x\"\nroles = [\"analyst\"]\ncache_ttl_secs = 60\n---*/\nSELECT count() AS n FROM numbers(400000000) WHERE NOT ignore(sipHash64(number))\n";
+    let slowish = "/*---\ndescription = \"x\"\nroles = [\"analyst\"]\ncache_ttl_secs = 60\n---*/\nSELECT count() AS n FROM numbers(100000000) WHERE NOT ignore(sipHash64(number))\n";
     let policy = "[roles.analyst]\ntemplates = [\"*\"]\ncache_bypass = true\n[roles.marketer]\ntemplates = [\"*\"]\n";
     for (path, text) in [
         ("quick/v1.sql", quick),
