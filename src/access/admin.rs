@@ -13,6 +13,7 @@ use crate::access::auth::Principal;
 use crate::access::keys::KeyError;
 use crate::audit::AuditRecord;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// What the admin endpoints use.
 #[derive(Clone)]
@@ -35,7 +36,10 @@ fn require_admin(
     if principal.role == "admin" {
         return Ok(());
     }
-    let error = ApiError::forbidden("admin_only", "only the admin role may use the admin API");
+    let error = ApiError::forbidden(
+        ErrorCode::AdminOnly,
+        "only the admin role may use the admin API",
+    );
     let mut record = request.record(action, "", principal);
     record.outcome = error.code().to_string();
     record.status = i32::from(error.status().as_u16());
@@ -66,12 +70,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 fn key_error(error: KeyError) -> ApiError {
     match error {
         KeyError::UnknownRole(_) | KeyError::BadName => {
-            ApiError::bad_request("invalid_key", error.to_string())
+            ApiError::bad_request(ErrorCode::InvalidKey, error.to_string())
         }
         KeyError::DuplicateName(_) => {
-            ApiError::bad_request("duplicate_key_name", error.to_string())
+            ApiError::bad_request(ErrorCode::DuplicateKeyName, error.to_string())
         }
-        KeyError::NotFound(_) => ApiError::not_found("unknown_key", error.to_string()),
+        KeyError::NotFound(_) => ApiError::not_found(ErrorCode::UnknownKey, error.to_string()),
         KeyError::Store(e) => ApiError::Internal(e),
     }
 }
@@ -96,7 +100,10 @@ pub async fn create(
     let mut deserializer = serde_json::Deserializer::from_slice(&body);
     let request: NewKeyRequest =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("{}: {}", e.path(), e.inner()))
+            ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                format!("{}: {}", e.path(), e.inner()),
+            )
         })?;
     let key = state
         .keys
@@ -238,7 +245,7 @@ pub async fn audit_log(
             Ok(response)
         }
         Some(other) => Err(ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!("format: must be json or csv, got {other:?}"),
         )),
     }

@@ -13,6 +13,7 @@ use crate::access::keys::{self, KeyLookup, KeyStore};
 use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Roles a key can be given.
 pub const ROLES: &[&str] = &[
@@ -109,7 +110,7 @@ where
         let state = &Authenticator::from_ref(state);
         let Some(key) = presented_key(&parts.headers) else {
             return Err(ApiError::unauthorized(
-                "missing_credentials",
+                ErrorCode::MissingCredentials,
                 "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`, or a JWT as `Authorization: Bearer <token>`",
             ));
         };
@@ -131,7 +132,8 @@ pub async fn authenticate(state: &Authenticator, credential: &str) -> Result<Pri
     if !credential.starts_with(keys::KEY_PREFIX) && credential.matches('.').count() == 2 {
         let result = state.access.jwt.verify(credential);
         if let Err(e) = &result {
-            metrics::counter!("chgate_auth_failures_total", "reason" => e.code()).increment(1);
+            metrics::counter!("chgate_auth_failures_total", "reason" => e.code().as_str())
+                .increment(1);
         }
         return result.map_err(|e| ApiError::unauthorized(e.code(), e.to_string()));
     }
@@ -141,7 +143,7 @@ pub async fn authenticate(state: &Authenticator, credential: &str) -> Result<Pri
             metrics::counter!("chgate_auth_failures_total", "reason" => "revoked_api_key")
                 .increment(1);
             Err(ApiError::unauthorized(
-                "revoked_api_key",
+                ErrorCode::RevokedApiKey,
                 "this API key has been revoked",
             ))
         }
@@ -149,14 +151,14 @@ pub async fn authenticate(state: &Authenticator, credential: &str) -> Result<Pri
             metrics::counter!("chgate_auth_failures_total", "reason" => "invalid_api_key")
                 .increment(1);
             Err(ApiError::unauthorized(
-                "invalid_api_key",
+                ErrorCode::InvalidApiKey,
                 "the API key is not valid",
             ))
         }
         Err(err) => {
             tracing::warn!(error = %format!("{err:#}"), "key lookup failed");
             Err(ApiError::Unavailable {
-                code: "auth_unavailable",
+                code: ErrorCode::AuthUnavailable,
                 message: "credentials cannot be checked right now; retry shortly".into(),
                 retry_after: Some(std::time::Duration::from_secs(1)),
             })

@@ -34,17 +34,17 @@ pub enum JwtError {
 }
 
 impl JwtError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::ErrorCode {
         match self {
-            Self::Expired => "token_expired",
-            Self::NotYetValid => "token_not_yet_valid",
-            Self::Signature => "invalid_token_signature",
-            Self::Algorithm(_) => "invalid_token_algorithm",
-            Self::Issuer => "invalid_token_issuer",
-            Self::Audience => "invalid_token_audience",
-            Self::NoRole => "token_without_role",
-            Self::Malformed(_) => "invalid_token",
-            Self::NotConfigured => "jwt_not_configured",
+            Self::Expired => crate::error::ErrorCode::TokenExpired,
+            Self::NotYetValid => crate::error::ErrorCode::TokenNotYetValid,
+            Self::Signature => crate::error::ErrorCode::InvalidTokenSignature,
+            Self::Algorithm(_) => crate::error::ErrorCode::InvalidTokenAlgorithm,
+            Self::Issuer => crate::error::ErrorCode::InvalidTokenIssuer,
+            Self::Audience => crate::error::ErrorCode::InvalidTokenAudience,
+            Self::NoRole => crate::error::ErrorCode::TokenWithoutRole,
+            Self::Malformed(_) => crate::error::ErrorCode::InvalidToken,
+            Self::NotConfigured => crate::error::ErrorCode::JwtNotConfigured,
         }
     }
 }

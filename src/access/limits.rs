@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::policy::Limits as RoleLimits;
 use crate::access::auth::Principal;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::storage::redis::Redis;
 
 type Keyed =
@@ -78,7 +79,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 fn too_many_queries(principal: &Principal, limits: &RoleLimits) -> ApiError {
     metrics::counter!("chgate_rate_limited_total", "kind" => "concurrency", "role" => principal.role.clone()).increment(1);
     ApiError::TooManyRequests {
-        code: "too_many_concurrent_queries",
+        code: ErrorCode::TooManyConcurrentQueries,
         message: format!(
             "at most {} queries may run at once for this caller",
             limits.concurrent_queries
@@ -91,7 +92,7 @@ fn too_many_queries(principal: &Principal, limits: &RoleLimits) -> ApiError {
 fn gateway_busy(principal: &Principal) -> ApiError {
     metrics::counter!("chgate_rate_limited_total", "kind" => "gateway", "role" => principal.role.clone()).increment(1);
     ApiError::Unavailable {
-        code: "gateway_busy",
+        code: ErrorCode::GatewayBusy,
         message: "the gateway is running as many queries as it allows; retry shortly".into(),
         retry_after: Some(Duration::from_secs(1)),
     }
@@ -161,7 +162,7 @@ async fn shared_request(
 
 fn too_many(limit: u32, wait: Duration, what: &str) -> ApiError {
     ApiError::TooManyRequests {
-        code: "rate_limited",
+        code: ErrorCode::RateLimited,
         message: format!(
             "{what}: more than {limit} per second; retry after {:.1} s",
             wait.as_secs_f64()

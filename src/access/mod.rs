@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use self::policy::{sql_string, FilterTerm, Policy, RolePolicy};
 use crate::access::auth::Principal;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// The policy in use (swapped atomically on reload) and the JWT verifier.
 #[derive(Clone)]
@@ -80,7 +81,7 @@ impl Access {
     pub fn role(&self, principal: &Principal) -> Result<Arc<RolePolicy>, ApiError> {
         self.policy().role(&principal.role).cloned().ok_or_else(|| {
             ApiError::forbidden(
-                "role_without_policy",
+                ErrorCode::RoleWithoutPolicy,
                 format!(
                     "role {:?} has no entry in the access policy",
                     principal.role
@@ -124,7 +125,7 @@ fn claim<'a>(
 ) -> Result<&'a String, ApiError> {
     principal.attributes.get(&term.claim).ok_or_else(|| {
         ApiError::forbidden(
-            "missing_claim",
+            ErrorCode::MissingClaim,
             format!(
                 "role {:?} needs the claim {:?} for its row filter on {table}",
                 principal.role, term.claim
@@ -170,7 +171,7 @@ pub fn row_filters(
             .unwrap_or(qualified);
         if !role.row_filters.contains_key(table) {
             return Err(ApiError::forbidden(
-                "table_not_allowed",
+                ErrorCode::TableNotAllowed,
                 format!("role {:?} has row filters and may read only the tables they cover; {qualified} has none", principal.role),
             ));
         }

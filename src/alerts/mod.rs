@@ -21,6 +21,7 @@ use self::channels::{Channel, Notification};
 use crate::access::auth::Principal;
 use crate::definitions::owner::Owner;
 use crate::definitions::{Context, Invalid, Kind, Plan};
+use crate::error::ErrorCode;
 use crate::schedule::{Claimed, Outcome, RunError, Schedule};
 
 /// Job kind of alert evaluations in the scheduler.
@@ -298,9 +299,9 @@ pub struct Alerts;
 impl Kind for Alerts {
     const KIND: &'static str = JOB_KIND;
     const PLURAL: &'static str = "alerts";
-    const INVALID: &'static str = "invalid_alert";
-    const UNKNOWN: &'static str = "unknown_alert";
-    const RUN_FAILED: &'static str = "evaluation_failed";
+    const INVALID: ErrorCode = ErrorCode::InvalidAlert;
+    const UNKNOWN: ErrorCode = ErrorCode::UnknownAlert;
+    const RUN_FAILED: ErrorCode = ErrorCode::EvaluationFailed;
     const RUN_PATH: &'static str = "evaluate";
     /// A new or replaced alert starts over at `ok`.
     const ON_STORE: Option<&'static str> = Some(

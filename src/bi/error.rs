@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// A ClickHouse-style error produced by the gateway itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +134,7 @@ impl BiError {
 
 impl From<ApiError> for BiError {
     fn from(error: ApiError) -> Self {
-        let reason = error.code();
+        let reason = error.code().as_str();
         let message = match &error {
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "BI request failed");
@@ -160,7 +161,9 @@ impl From<ApiError> for BiError {
                 reason,
                 message,
             ),
-            ApiError::TooManyRequests { code, .. } if *code == "too_many_concurrent_queries" => {
+            ApiError::TooManyRequests { code, .. }
+                if *code == ErrorCode::TooManyConcurrentQueries =>
+            {
                 Self::new(
                     202,
                     "TOO_MANY_SIMULTANEOUS_QUERIES",
@@ -249,7 +252,7 @@ mod tests {
             "Code: 497. DB::Exception: chgate: table a.b is not readable. (ACCESS_DENIED)"
         ));
         let auth: BiError =
-            ApiError::unauthorized("invalid_api_key", "the API key is not valid").into();
+            ApiError::unauthorized(ErrorCode::InvalidApiKey, "the API key is not valid").into();
         assert_eq!((auth.code, auth.status), (516, StatusCode::UNAUTHORIZED));
     }
 }

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap};
 use super::error::BiError;
 use crate::access::auth::{Authorization, Principal};
 use crate::app::AppState;
+use crate::error::ErrorCode;
 
 /// The credential as BI drivers send it: HTTP Basic (the key or JWT as the password; the user name
 /// is free), `Authorization: Bearer`, `X-ClickHouse-Key`, or the `password` URL parameter.
@@ -45,7 +46,7 @@ pub(super) async fn authenticate(
 ) -> Result<Principal, BiError> {
     let Some(credential) = credential(headers, params) else {
         return Err(crate::error::ApiError::unauthorized(
-            "missing_credentials",
+            ErrorCode::MissingCredentials,
             "no credentials: send an API key (or a JWT) as the password with HTTP Basic, X-ClickHouse-Key or the password parameter, or a JWT as Authorization: Bearer",
         )
         .into());

@@ -23,6 +23,7 @@ use crate::access::auth::Principal;
 use crate::access::Access;
 use crate::audit::AuditLog;
 use crate::config::Settings;
+use crate::error::ErrorCode;
 use crate::query::runner::Runner;
 use crate::schedule::{Claimed, Outcome, RunError, Schedule, Scheduler};
 use crate::storage::clickhouse::ClickHouse;
@@ -112,11 +113,11 @@ pub trait Kind: Send + Sync + 'static {
     /// The collection: the list's key and the path under `/v1/`: `alerts`.
     const PLURAL: &'static str;
     /// Error code of a definition that breaks a rule: `invalid_alert`.
-    const INVALID: &'static str;
+    const INVALID: ErrorCode;
     /// Error code of an id the caller cannot see: `unknown_alert`.
-    const UNKNOWN: &'static str;
+    const UNKNOWN: ErrorCode;
     /// Error code of a manual run that failed: `evaluation_failed`.
-    const RUN_FAILED: &'static str;
+    const RUN_FAILED: ErrorCode;
     /// The path segment of a manual run, under the definition: `evaluate`.
     const RUN_PATH: &'static str;
     /// Whether storing a definition runs it at once (a segment computes its members).
@@ -206,17 +207,17 @@ pub fn check_name(name: &str) -> Result<(), Invalid> {
 pub enum DefinitionError {
     /// The definition breaks a rule.
     #[error("{error}")]
-    Invalid { code: &'static str, error: Invalid },
+    Invalid { code: ErrorCode, error: Invalid },
     /// No definition of this kind with this id that the caller may see.
     #[error("no {kind} {id}")]
     Unknown {
-        code: &'static str,
+        code: ErrorCode,
         kind: &'static str,
         id: Uuid,
     },
     /// A manual run failed.
     #[error("{error}")]
-    RunFailed { code: &'static str, error: RunError },
+    RunFailed { code: ErrorCode, error: RunError },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

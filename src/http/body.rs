@@ -13,6 +13,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Bytes reserved at a time from the budget.
 const STEP: usize = 256 * 1024;
@@ -96,7 +97,7 @@ impl Reservation {
             _ => {
                 metrics::counter!("chgate_body_budget_refused_total").increment(1);
                 Err(ApiError::Unavailable {
-                    code: "memory_budget_full",
+                    code: ErrorCode::MemoryBudgetFull,
                     message: format!(
                         "the gateway holds its limit of {} MiB of request bodies and buffered results; retry shortly",
                         self.budget.total_bytes / (1024 * 1024)
@@ -133,7 +134,10 @@ pub async fn read_body(
     let mut raw = Vec::with_capacity(declared);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
+            ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                format!("cannot read the request body: {e}"),
+            )
         })?;
         if let Some(data) = frame.data_ref() {
             if raw.len() + data.len() > limit {
@@ -157,7 +161,7 @@ pub async fn read_body(
             loop {
                 let n = decoder.read(&mut chunk).map_err(|e| {
                     ApiError::bad_request(
-                        "invalid_body",
+                        ErrorCode::InvalidBody,
                         format!("the body is not valid gzip: {e}"),
                     )
                 })?;
@@ -174,7 +178,7 @@ pub async fn read_body(
         }
         other => {
             return Err(ApiError::bad_request(
-                "unsupported_encoding",
+                ErrorCode::UnsupportedEncoding,
                 format!("Content-Encoding {other:?} is not supported; use gzip or none"),
             ))
         }
@@ -222,7 +226,7 @@ mod tests {
         assert!(matches!(
             refused,
             Err(ApiError::Unavailable {
-                code: "memory_budget_full",
+                code: ErrorCode::MemoryBudgetFull,
                 ..
             })
         ));

@@ -21,6 +21,7 @@ use crate::alerts::Alerts;
 use crate::app::AppState;
 use crate::definitions::http as definitions;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::ingest::http as ingest;
 use crate::query::http as query;
 use crate::reports::Reports;
@@ -89,7 +90,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(
-        "route_not_found",
+        ErrorCode::RouteNotFound,
         format!("no route for {} {}", request.method(), request.uri().path()),
     )
 }

@@ -18,6 +18,7 @@ use super::{segment, Backpressure, BatchResult, RejectedEvent};
 use crate::access::auth::Principal;
 use crate::access::policy::RolePolicy;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::http::body::read_body;
 
 /// What the ingestion endpoints use.
@@ -47,7 +48,7 @@ impl IngestQuery {
             None | Some("false") | Some("0") => Ok(false),
             Some("true") | Some("1") | Some("") => Ok(true),
             Some(other) => Err(ApiError::bad_request(
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("wait: expected true or false, got {other:?}"),
             )),
         }
@@ -127,7 +128,7 @@ pub async fn segment_batch(
     let bytes = read_events_body(&state, body, &headers).await?;
     let Value::Object(mut envelope) = parse_document(&bytes)? else {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "body: must be a JSON object with a `batch` array",
         ));
     };
@@ -135,7 +136,7 @@ pub async fn segment_batch(
         Some(Value::Array(items)) => items,
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "batch: is required and must be an array",
             ))
         }
@@ -282,7 +283,7 @@ async fn authorize(
         .await?;
     if !role.ingest {
         return Err(ApiError::forbidden(
-            "ingest_not_allowed",
+            ErrorCode::IngestNotAllowed,
             format!(
                 "role {:?} may not send events (see the access policy)",
                 principal.role
@@ -352,12 +353,13 @@ fn respond(result: Result<BatchResult, Backpressure>, wait: bool) -> Result<Resp
         }
         Err(pressure) => {
             let code = match &pressure {
-                Backpressure::Wal(super::wal::WalError::Full { .. }) => "wal_full",
-                Backpressure::Wal(_) => "wal_unavailable",
-                Backpressure::ShuttingDown => "shutting_down",
-                _ => "ingest_overloaded",
+                Backpressure::Wal(super::wal::WalError::Full { .. }) => ErrorCode::WalFull,
+                Backpressure::Wal(_) => ErrorCode::WalUnavailable,
+                Backpressure::ShuttingDown => ErrorCode::ShuttingDown,
+                _ => ErrorCode::IngestOverloaded,
             };
-            metrics::counter!("chgate_ingest_backpressure_total", "code" => code).increment(1);
+            metrics::counter!("chgate_ingest_backpressure_total", "code" => code.as_str())
+                .increment(1);
             return Err(ApiError::Unavailable {
                 code,
                 message: pressure.to_string(),
@@ -403,7 +405,7 @@ fn parse_document(bytes: &[u8]) -> Result<Value, ApiError> {
 
 fn invalid_json(e: serde_json::Error) -> ApiError {
     ApiError::bad_request(
-        "invalid_json",
+        ErrorCode::InvalidJson,
         format!(
             "body: invalid JSON at line {}, column {}: {e}",
             e.line(),
@@ -438,7 +440,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<RawEvent<'_>>, ApiError> {
     // Checked once for the whole body: the parser then need not check each string it borrows.
     let text = std::str::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request(
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!(
                 "body: not UTF-8 text: invalid byte sequence at byte offset {}",
                 e.valid_up_to()
@@ -453,7 +455,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<RawEvent<'_>>, ApiError> {
     match body.0 {
         Ok(events) => Ok(events),
         Err(kind) => Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("body: must be an event object or an array of events, got {kind}"),
         )),
     }

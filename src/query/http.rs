@@ -14,6 +14,7 @@ use crate::access::auth::Principal;
 use crate::cache::CacheStatus;
 use crate::catalog::Template;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::http::body::read_body;
 
 /// Largest JSON body of a template call.
@@ -158,7 +159,7 @@ pub async fn run_version(
         .and_then(|v| v.parse::<u32>().ok())
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_version",
+                ErrorCode::InvalidVersion,
                 format!("version {version:?} must look like v1, v2, …"),
             )
         })?;
@@ -238,11 +239,11 @@ async fn read_call(runner: &Runner, request: Request) -> Result<Call, ApiError> 
         let bytes = read_body(body, &headers, MAX_PARAMS_BODY, &runner.buffers).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             let Value::Object(object) = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                ApiError::bad_request("invalid_json", format!("body: invalid JSON: {e}"))
+                ApiError::bad_request(ErrorCode::InvalidJson, format!("body: invalid JSON: {e}"))
             })?
             else {
                 return Err(ApiError::bad_request(
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     "body: must be a JSON object of parameters",
                 ));
             };
@@ -251,7 +252,7 @@ async fn read_call(runner: &Runner, request: Request) -> Result<Call, ApiError> 
                     format = Some(parse_format(value.as_str().unwrap_or_default())?);
                 } else if params.insert(key.clone(), value).is_some() {
                     return Err(ApiError::bad_request(
-                        "duplicate_parameter",
+                        ErrorCode::DuplicateParameter,
                         format!("{key}: given both in the query string and the body"),
                     ));
                 }
@@ -323,7 +324,7 @@ fn respond(output: Output) -> Response {
 fn parse_format(text: &str) -> Result<Format, ApiError> {
     Format::parse(text).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!("format: must be one of json, csv, tsv, ndjson, got {text:?}"),
         )
     })
@@ -354,7 +355,7 @@ fn query_params(
             }
             Some(_) => {
                 return Err(ApiError::bad_request(
-                    "duplicate_parameter",
+                    ErrorCode::DuplicateParameter,
                     format!("{key}: given more than once, but it is not an array"),
                 ));
             }

@@ -16,6 +16,7 @@ use crate::access::policy::RolePolicy;
 use crate::access::RowFilters;
 use crate::catalog::{Catalog, RenderError, Rendered, Template};
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Output formats of template endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +218,7 @@ pub fn render_for(
         match params.get(&column) {
             Some(given) if given.as_str() != Some(value.as_str()) => {
                 return Err(ApiError::forbidden(
-                    "row_filter_param",
+                    ErrorCode::RowFilterParam,
                     format!("{column}: fixed by your row filter; it cannot be set"),
                 ));
             }
@@ -227,7 +228,7 @@ pub fn render_for(
         }
     }
     let rendered = catalog.render(template, &params).map_err(|e| match e {
-        RenderError::Param(p) => ApiError::bad_request("invalid_parameter", p.to_string()),
+        RenderError::Param(p) => ApiError::bad_request(ErrorCode::InvalidParameter, p.to_string()),
         RenderError::Template(e) | RenderError::Guard(e) => {
             ApiError::Internal(anyhow::anyhow!("{e}"))
         }
@@ -305,11 +306,11 @@ pub fn clickhouse_error(error: &clickhouse::error::Error) -> ApiError {
     let text = error.to_string();
     let failure = classify_clickhouse_error(error, &text);
     let kind = match failure.code() {
-        "query_timeout" => "timeout",
-        "result_too_large" => "too_large",
-        "clickhouse_overloaded" => "overloaded",
-        "clickhouse_unavailable" => "unavailable",
-        "query_value_rejected" => "value",
+        ErrorCode::QueryTimeout => "timeout",
+        ErrorCode::ResultTooLarge => "too_large",
+        ErrorCode::ClickhouseOverloaded => "overloaded",
+        ErrorCode::ClickhouseUnavailable => "unavailable",
+        ErrorCode::QueryValueRejected => "value",
         _ => "other",
     };
     metrics::counter!("chgate_query_clickhouse_errors_total", "kind" => kind).increment(1);
@@ -323,7 +324,7 @@ fn classify_clickhouse_error(error: &clickhouse::error::Error, text: &str) -> Ap
     let Some(code) = code_in(text) else {
         return if matches!(error, clickhouse::error::Error::Network(_)) {
             ApiError::Unavailable {
-                code: "clickhouse_unavailable",
+                code: ErrorCode::ClickhouseUnavailable,
                 message: "ClickHouse cannot be reached; retry shortly".into(),
                 retry_after: Some(std::time::Duration::from_secs(2)),
             }
@@ -333,27 +334,27 @@ fn classify_clickhouse_error(error: &clickhouse::error::Error, text: &str) -> Ap
     };
     match fault(code) {
         Some(Fault::Timeout) => ApiError::Timeout {
-            code: "query_timeout",
+            code: ErrorCode::QueryTimeout,
             message: "the query took longer than this template's max_execution_secs; narrow the time range".into(),
         },
         Some(Fault::TooLarge) => ApiError::bad_request(
-            "result_too_large",
+            ErrorCode::ResultTooLarge,
             "the result exceeds this template's max_rows or the size a JSON answer may have; narrow the parameters, or download it as CSV, TSV or NDJSON (streamed, without that size limit)",
         ),
         Some(Fault::Value) => ApiError::bad_request(
-            "query_value_rejected",
+            ErrorCode::QueryValueRejected,
             format!(
                 "the query cannot run with these parameter values: {}",
                 message_in(text)
             ),
         ),
         Some(Fault::Overloaded) => ApiError::Unavailable {
-            code: "clickhouse_overloaded",
+            code: ErrorCode::ClickhouseOverloaded,
             message: "ClickHouse is out of memory or connections for this query; retry later".into(),
             retry_after: Some(std::time::Duration::from_secs(5)),
         },
         Some(Fault::Unavailable) => ApiError::Unavailable {
-            code: "clickhouse_unavailable",
+            code: ErrorCode::ClickhouseUnavailable,
             message: "ClickHouse cannot reach a part of itself; retry shortly".into(),
             retry_after: Some(std::time::Duration::from_secs(2)),
         },

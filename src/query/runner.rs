@@ -24,6 +24,7 @@ use crate::audit::{AuditLog, AuditRecord, Origin, Pending};
 use crate::cache::{CacheStatus, ResultCache};
 use crate::catalog::{CatalogHandle, Template};
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::http::body::{MemoryBudget, Reservation};
 use crate::storage::clickhouse::ClickHouse;
 
@@ -113,16 +114,16 @@ impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
             QueryError::UnknownTemplate { .. } => {
-                ApiError::not_found("unknown_template", error.to_string())
+                ApiError::not_found(ErrorCode::UnknownTemplate, error.to_string())
             }
             QueryError::UnknownVersion { .. } => {
-                ApiError::not_found("unknown_version", error.to_string())
+                ApiError::not_found(ErrorCode::UnknownVersion, error.to_string())
             }
             QueryError::TemplateNotAllowed { .. } => {
-                ApiError::forbidden("template_not_allowed", error.to_string())
+                ApiError::forbidden(ErrorCode::TemplateNotAllowed, error.to_string())
             }
             QueryError::ExportNotAllowed { .. } => {
-                ApiError::forbidden("export_not_allowed", error.to_string())
+                ApiError::forbidden(ErrorCode::ExportNotAllowed, error.to_string())
             }
             QueryError::Refused(error) => error,
         }

@@ -12,6 +12,7 @@ use crate::access::auth::Principal;
 use crate::audit::AuditRecord;
 use crate::definitions::Context;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// `GET /v1/reports/runs/{run}/download`: the stored file of a run.
 pub async fn download(
@@ -23,7 +24,7 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let unknown = || {
         ApiError::not_found(
-            "unknown_run",
+            ErrorCode::UnknownRun,
             format!("no stored report file for run {run_id}"),
         )
     };

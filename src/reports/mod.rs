@@ -19,6 +19,7 @@ use crate::access::auth::Principal;
 use crate::catalog::params::{ParamSpec, ParamType, Scalar};
 use crate::definitions::owner::Owner;
 use crate::definitions::{Context, Invalid, Kind, Plan};
+use crate::error::ErrorCode;
 use crate::schedule::{Claimed, Outcome, RunError, Schedule};
 
 /// Job kind of report runs in the scheduler.
@@ -109,9 +110,9 @@ pub struct Reports;
 impl Kind for Reports {
     const KIND: &'static str = JOB_KIND;
     const PLURAL: &'static str = "reports";
-    const INVALID: &'static str = "invalid_report";
-    const UNKNOWN: &'static str = "unknown_report";
-    const RUN_FAILED: &'static str = "report_failed";
+    const INVALID: ErrorCode = ErrorCode::InvalidReport;
+    const UNKNOWN: ErrorCode = ErrorCode::UnknownReport;
+    const RUN_FAILED: ErrorCode = ErrorCode::ReportFailed;
     const RUN_PATH: &'static str = "run";
 
     type Spec = ReportSpec;

@@ -16,6 +16,7 @@ use crate::access::auth::Principal;
 use crate::audit::{AuditRecord, Pending};
 use crate::definitions::Context;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Member attributes an export may include (the member's latest value, or an aggregate).
 const ATTRIBUTES: &[(&str, &str)] = &[
@@ -77,7 +78,7 @@ fn current(segment: &Segment) -> Result<String, ApiError> {
         .map(super::clickhouse_time)
         .ok_or_else(|| {
             ApiError::bad_request(
-                "not_computed",
+                ErrorCode::NotComputed,
                 "the segment has not been computed yet; refresh it",
             )
         })
@@ -166,15 +167,15 @@ pub async fn export(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let request: ExportRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        crate::error::parse_body(b"{}", "invalid_export")?
+        crate::error::parse_body(b"{}", ErrorCode::InvalidExport)?
     } else {
-        crate::error::parse_body(&body, "invalid_export")?
+        crate::error::parse_body(&body, ErrorCode::InvalidExport)?
     };
     let segment = visible(&ctx, &principal, id).await?;
     let role = ctx.access.role(&principal)?;
     if !role.export {
         return Err(ApiError::forbidden(
-            "export_not_allowed",
+            ErrorCode::ExportNotAllowed,
             format!("role {:?} may not export", principal.role),
         ));
     }
@@ -183,7 +184,7 @@ pub async fn export(
         "json" | "ndjson" => ("JSONEachRow", "application/x-ndjson"),
         other => {
             return Err(ApiError::bad_request(
-                "invalid_export",
+                ErrorCode::InvalidExport,
                 format!("format: must be csv or json, got {other:?}"),
             ));
         }
@@ -193,7 +194,7 @@ pub async fn export(
         let Some((_, expression)) = ATTRIBUTES.iter().find(|(a, _)| a == name) else {
             let known: Vec<&str> = ATTRIBUTES.iter().map(|(a, _)| *a).collect();
             return Err(ApiError::bad_request(
-                "invalid_export",
+                ErrorCode::InvalidExport,
                 format!(
                     "attributes[{i}]: unknown attribute {name:?} (known: {})",
                     known.join(", ")
@@ -204,7 +205,7 @@ pub async fn export(
     }
     if let Some(url) = &request.webhook {
         crate::alerts::channels::check_url("webhook", url)
-            .map_err(|e| ApiError::bad_request("invalid_export", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidExport, e.to_string()))?;
     }
     let at = current(&segment)?;
     let (member, salted) = member_expression(&ctx, &principal)?;
@@ -256,7 +257,7 @@ pub async fn export(
             file.extend_from_slice(&chunk);
             if file.len() > MAX_WEBHOOK_EXPORT {
                 return Err(ApiError::bad_request(
-                    "export_too_large",
+                    ErrorCode::ExportTooLarge,
                     format!("the export exceeds {MAX_WEBHOOK_EXPORT} bytes; download it instead"),
                 ));
             }

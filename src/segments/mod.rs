@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::access::auth::Principal;
 use crate::definitions::owner::Owner;
 use crate::definitions::{self, Context, DefinitionError, Invalid, Plan};
+use crate::error::ErrorCode;
 use crate::schedule::{Claimed, Outcome, RunError};
 
 /// Job kind of segment refreshes in the scheduler.
@@ -84,9 +85,9 @@ pub struct Segments;
 impl definitions::Kind for Segments {
     const KIND: &'static str = JOB_KIND;
     const PLURAL: &'static str = "segments";
-    const INVALID: &'static str = "invalid_segment";
-    const UNKNOWN: &'static str = "unknown_segment";
-    const RUN_FAILED: &'static str = "refresh_failed";
+    const INVALID: ErrorCode = ErrorCode::InvalidSegment;
+    const UNKNOWN: ErrorCode = ErrorCode::UnknownSegment;
+    const RUN_FAILED: ErrorCode = ErrorCode::RefreshFailed;
     const RUN_PATH: &'static str = "refresh";
     const RUN_ON_STORE: bool = true;
     const ON_STORE: Option<&'static str> =
@@ -109,7 +110,7 @@ impl definitions::Kind for Segments {
     fn replaceable(segment: &Segment) -> Result<(), DefinitionError> {
         if segment.spec.kind == Kind::Static {
             return Err(DefinitionError::Invalid {
-                code: "static_segment",
+                code: ErrorCode::StaticSegment,
                 error: Invalid::whole("a static segment cannot be changed; create a new one"),
             });
         }

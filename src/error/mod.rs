@@ -12,24 +12,28 @@ use serde_json::json;
 
 use crate::http::request_id::current_request_id;
 
+pub mod code;
+
+pub use code::ErrorCode;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed or breaks a documented rule.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     /// No credentials, or credentials that do not authenticate.
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: ErrorCode, message: String },
     /// Authenticated, but not allowed to do this.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     #[error("{message}")]
     PayloadTooLarge { message: String },
     #[error("{message}")]
     TooManyRequests {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         retry_after: Duration,
         /// The rate limit per second, reported in `X-RateLimit-Limit`.
@@ -38,44 +42,44 @@ pub enum ApiError {
     /// A dependency is unavailable or the gateway is saturated; the client may retry.
     #[error("{message}")]
     Unavailable {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         retry_after: Option<Duration>,
     },
     /// The work took longer than its limit.
     #[error("{message}")]
-    Timeout { code: &'static str, message: String },
+    Timeout { code: ErrorCode, message: String },
     /// The request collides with another in progress.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// A bug or an unexpected infrastructure failure; the cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
             message: message.into(),
         }
     }
 
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Unauthorized {
             code,
             message: message.into(),
         }
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Forbidden {
             code,
             message: message.into(),
         }
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
             message: message.into(),
@@ -97,7 +101,7 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest { code, .. }
             | Self::Unauthorized { code, .. }
@@ -106,9 +110,9 @@ impl ApiError {
             | Self::TooManyRequests { code, .. }
             | Self::Unavailable { code, .. }
             | Self::Timeout { code, .. }
-            | Self::Conflict { code, .. } => code,
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::Internal(_) => "internal_error",
+            | Self::Conflict { code, .. } => *code,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -148,10 +152,13 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match &self {
             Self::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
-            Self::Unavailable { message, .. } => tracing::warn!(code = self.code(), %message),
-            _ => tracing::debug!(code = self.code(), message = %self, "request rejected"),
+            Self::Unavailable { message, .. } => {
+                tracing::warn!(code = self.code().as_str(), %message)
+            }
+            _ => tracing::debug!(code = self.code().as_str(), message = %self, "request rejected"),
         }
-        let body = json!({"error": {"code": self.code(), "message": self.public_message()}});
+        let body =
+            json!({"error": {"code": self.code().as_str(), "message": self.public_message()}});
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::TooManyRequests {
             limit: Some(limit), ..
@@ -177,7 +184,7 @@ impl IntoResponse for ApiError {
 /// A JSON request body read into `T`; a problem is a 400 with `code` naming the path.
 pub fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
-    code: &'static str,
+    code: ErrorCode,
 ) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
