@@ -100,6 +100,16 @@ sub_state! {
         access: s.access.clone(),
         buffers: s.buffers.clone(),
     };
+    crate::bi::Endpoint => |s| crate::bi::Endpoint {
+        auth: axum::extract::FromRef::from_ref(s),
+        access: s.access.clone(),
+        audit: s.audit.clone(),
+        buffers: s.buffers.clone(),
+        cache: s.cache.clone(),
+        clickhouse: s.clickhouse.clone(),
+        upstream: s.upstream.clone(),
+        settings: s.settings.clone(),
+    };
     crate::http::health::Dependencies => |s| crate::http::health::Dependencies {
         clickhouse: s.clickhouse.clone(),
         postgres: s.postgres.clone(),
@@ -283,7 +293,7 @@ impl Application {
         if let Some(listener) = self.bi_listener {
             let bi = axum::serve(
                 listener,
-                crate::bi::router(self.state.clone())
+                crate::bi::router(axum::extract::FromRef::from_ref(&self.state))
                     .into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());

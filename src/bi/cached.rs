@@ -14,9 +14,9 @@ use super::error::BiError;
 use super::outgoing::Outgoing;
 use super::response::{caller_status, copy_headers, slot, HOP_BY_HOP};
 use super::statement::Plan;
+use super::Endpoint;
 use crate::access::auth::Principal;
 use crate::access::policy::RolePolicy;
-use crate::app::AppState;
 use crate::cache::CacheStatus;
 
 /// Why a cached run did not produce a cacheable body.
@@ -70,7 +70,7 @@ fn gzipped(body: &[u8]) -> Option<Vec<u8>> {
 /// Serves a `SELECT` from the cache, or runs it once for every identical concurrent request.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn cached(
-    state: &AppState,
+    state: &Endpoint,
     principal: &Principal,
     role: &RolePolicy,
     plan: &Plan,

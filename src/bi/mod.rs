@@ -45,13 +45,33 @@ use self::response::streamed;
 use self::statement::{Scope, StatementKind};
 use crate::access::auth::Principal;
 use crate::access::RowFilters;
-use crate::app::AppState;
 use crate::audit::{AuditRecord, Origin, Pending};
 use crate::cache::ResultCache;
 use crate::sql::placeholders;
 
+/// What the BI endpoint uses.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Credentials as drivers send them.
+    pub auth: crate::access::auth::Authenticator,
+    /// Roles, policies and row filters.
+    pub access: crate::access::Access,
+    /// Every statement is audited.
+    pub audit: crate::audit::AuditLog,
+    /// Request bodies and cached results are held within the gateway's memory budget.
+    pub buffers: crate::http::body::MemoryBudget,
+    /// Results of cacheable statements.
+    pub cache: ResultCache,
+    /// The analytics database.
+    pub clickhouse: crate::storage::clickhouse::ClickHouse,
+    /// ClickHouse's HTTP interface, for the pass-through.
+    pub upstream: Upstream,
+    /// `bi` settings.
+    pub settings: std::sync::Arc<crate::config::Settings>,
+}
+
 /// The BI listener's router.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Endpoint) -> Router {
     Router::new()
         .route("/ping", get(ping).head(ping))
         .route("/", get(query).post(query))
@@ -73,7 +93,7 @@ async fn ping() -> &'static str {
 
 /// One statement over ClickHouse's HTTP interface.
 async fn query(
-    State(state): State<AppState>,
+    State(state): State<Endpoint>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     RawQuery(raw): RawQuery,
@@ -123,7 +143,7 @@ fn count(kind: &'static str, outcome: &'static str) {
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    state: &AppState,
+    state: &Endpoint,
     principal: &Principal,
     method: &Method,
     params: &[(String, String)],

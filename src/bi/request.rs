@@ -5,8 +5,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap};
 
 use super::error::BiError;
+use super::Endpoint;
 use crate::access::auth::{Authorization, Principal};
-use crate::app::AppState;
 use crate::error::ErrorCode;
 
 /// The credential as BI drivers send it: HTTP Basic (the key or JWT as the password; the user name
@@ -40,7 +40,7 @@ fn credential(headers: &HeaderMap, params: &[(String, String)]) -> Option<String
 }
 
 pub(super) async fn authenticate(
-    state: &AppState,
+    state: &Endpoint,
     headers: &HeaderMap,
     params: &[(String, String)],
 ) -> Result<Principal, BiError> {
@@ -51,10 +51,7 @@ pub(super) async fn authenticate(
         )
         .into());
     };
-    Ok(
-        crate::access::auth::authenticate(&axum::extract::FromRef::from_ref(state), &credential)
-            .await?,
-    )
+    Ok(crate::access::auth::authenticate(&state.auth, &credential).await?)
 }
 
 pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -109,7 +106,7 @@ pub(super) fn query_id(client: Option<&str>, principal: &Principal, request_id: 
 
 /// Reads the SQL: the `query` parameter, then the body, joined by a newline (as ClickHouse does).
 pub(super) async fn read_sql(
-    state: &AppState,
+    state: &Endpoint,
     params: &[(String, String)],
     headers: &HeaderMap,
     body: Body,

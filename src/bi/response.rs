@@ -14,9 +14,9 @@ use super::count;
 use super::error::BiError;
 use super::outgoing::Outgoing;
 use super::statement::{Plan, StatementKind};
+use super::Endpoint;
 use crate::access::auth::Principal;
 use crate::access::policy::RolePolicy;
-use crate::app::AppState;
 use crate::audit::Pending;
 use crate::cache::CacheStatus;
 
@@ -35,7 +35,7 @@ pub(super) const HOP_BY_HOP: &[&str] = &[
 /// Runs the statement and streams ClickHouse's response back as it comes, holding a query slot;
 /// the audit record moves into the stream and is written when the last byte is sent.
 pub(super) async fn streamed(
-    state: &AppState,
+    state: &Endpoint,
     principal: &Principal,
     role: &RolePolicy,
     plan: &Plan,
@@ -73,7 +73,7 @@ pub(super) async fn streamed(
 
 /// A query slot, waiting up to `bi.queue_timeout_ms` for one.
 pub(super) async fn slot(
-    state: &AppState,
+    state: &Endpoint,
     principal: &Principal,
     role: &RolePolicy,
 ) -> Result<crate::access::limits::Slot, BiError> {
