@@ -392,7 +392,8 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunEr
         Format::Pdf => render::pdf(&header, &table, &chart, pdf_rows),
     })
     .await
-    .map_err(|e| format!("rendering failed: {e}"))??;
+    .map_err(|e| format!("rendering failed: {e}"))?
+    .map_err(|e| e.to_string())?;
     let filename = file_name(&spec.name, at, file.extension);
     let bytes = file.bytes.len();
     if bytes > ctx.settings.reports.max_file_bytes {

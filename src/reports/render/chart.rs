@@ -196,12 +196,16 @@ fn short_number(value: f64) -> String {
 }
 
 /// The chart as RGB pixels.
-pub(super) fn chart_pixels(data: &ChartData, width: u32, height: u32) -> Result<Vec<u8>, String> {
+pub(super) fn chart_pixels(
+    data: &ChartData,
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, super::RenderError> {
     use plotters::prelude::*;
     register_fonts();
     let mut pixels = vec![255u8; (width * height * 3) as usize];
     {
-        let error = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let error = |e: DrawingAreaErrorKind<_>| super::RenderError::Chart(e.to_string());
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(error)?;
         let values = data.series.iter().flat_map(|s| s.points.iter().flatten());

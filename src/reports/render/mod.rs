@@ -186,17 +186,33 @@ pub struct File {
     pub extension: &'static str,
 }
 
-pub fn csv(table: &Table) -> Result<File, String> {
+/// Why a report's file cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the CSV cannot be written: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("the JSON cannot be written: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the XLSX cannot be written: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    #[error("the chart cannot be drawn: {0}")]
+    Chart(String),
+    #[error("the PDF cannot be written: {0}")]
+    Pdf(String),
+    /// The result does not fit the format.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+pub fn csv(table: &Table) -> Result<File, RenderError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer
-        .write_record(table.columns.iter().map(|c| c.name.as_str()))
-        .map_err(|e| e.to_string())?;
+    writer.write_record(table.columns.iter().map(|c| c.name.as_str()))?;
     for row in &table.rows {
-        writer
-            .write_record(row.iter().map(text))
-            .map_err(|e| e.to_string())?;
+        writer.write_record(row.iter().map(text))?;
     }
-    let bytes = writer.into_inner().map_err(|e| e.to_string())?;
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| RenderError::Csv(e.into_error().into()))?;
     Ok(File {
         bytes,
         content_type: "text/csv; charset=utf-8",
@@ -204,7 +220,7 @@ pub fn csv(table: &Table) -> Result<File, String> {
     })
 }
 
-pub fn json(header: &Header, table: &Table) -> Result<File, String> {
+pub fn json(header: &Header, table: &Table) -> Result<File, RenderError> {
     let data: Vec<Value> = table
         .rows
         .iter()
@@ -226,7 +242,7 @@ pub fn json(header: &Header, table: &Table) -> Result<File, String> {
         "rows": table.rows.len(),
     });
     Ok(File {
-        bytes: serde_json::to_vec_pretty(&body).map_err(|e| e.to_string())?,
+        bytes: serde_json::to_vec_pretty(&body)?,
         content_type: "application/json",
         extension: "json",
     })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::chart::{chart_data, chart_pixels, ChartSpec};
-use super::{text, File, Header, Table};
+use super::{text, File, Header, RenderError, Table};
 
 /// Pixels handed to the PDF writer.
 #[derive(Clone, Hash)]
@@ -87,7 +87,7 @@ pub fn pdf(
     table: &Table,
     chart: &ChartSpec,
     max_rows: usize,
-) -> Result<File, String> {
+) -> Result<File, RenderError> {
     use krilla::color::rgb;
     use krilla::geom::{PathBuilder, Point, Rect, Size, Transform};
     use krilla::page::PageSettings;
@@ -95,18 +95,21 @@ pub fn pdf(
     use krilla::text::{Font, TextDirection};
 
     let regular = Font::new(dejavu::sans::regular().to_vec().into(), 0)
-        .ok_or("the report font cannot be read")?;
+        .ok_or_else(|| RenderError::Pdf("the report font cannot be read".into()))?;
     let bold = Font::new(dejavu::sans::bold().to_vec().into(), 0)
-        .ok_or("the report font cannot be read")?;
-    let measure = Measure::new(dejavu::sans::regular()).ok_or("the report font cannot be read")?;
-    let measure_bold =
-        Measure::new(dejavu::sans::bold()).ok_or("the report font cannot be read")?;
+        .ok_or_else(|| RenderError::Pdf("the report font cannot be read".into()))?;
+    let measure = Measure::new(dejavu::sans::regular())
+        .ok_or_else(|| RenderError::Pdf("the report font cannot be read".into()))?;
+    let measure_bold = Measure::new(dejavu::sans::bold())
+        .ok_or_else(|| RenderError::Pdf("the report font cannot be read".into()))?;
     let fill = |r, g, b| Fill {
         paint: rgb::Color::new(r, g, b).into(),
         ..Fill::default()
     };
-    let page_settings =
-        || PageSettings::from_wh(PAGE_W, PAGE_H).ok_or_else(|| "bad page size".to_string());
+    let page_settings = || {
+        PageSettings::from_wh(PAGE_W, PAGE_H)
+            .ok_or_else(|| RenderError::Pdf("bad page size".into()))
+    };
 
     let mut document = krilla::Document::new();
     document.set_metadata(
@@ -180,13 +183,15 @@ pub fn pdf(
                             height: h,
                         },
                         true,
-                    )?;
+                    )
+                    .map_err(RenderError::Pdf)?;
                     let draw_w = PAGE_W - 2.0 * MARGIN;
                     let draw_h = draw_w * h as f32 / w as f32;
                     surface.push_transform(&Transform::from_translate(MARGIN, y));
                     surface.draw_image(
                         image,
-                        Size::from_wh(draw_w, draw_h).ok_or("bad chart size")?,
+                        Size::from_wh(draw_w, draw_h)
+                            .ok_or_else(|| RenderError::Pdf("bad chart size".into()))?,
                     );
                     surface.pop();
                     y += draw_h + 12.0;
@@ -298,7 +303,7 @@ pub fn pdf(
     }
     let bytes = document
         .finish()
-        .map_err(|e| format!("the PDF cannot be written: {e:?}"))?;
+        .map_err(|e| RenderError::Pdf(format!("{e:?}")))?;
     Ok(File {
         bytes,
         content_type: "application/pdf",

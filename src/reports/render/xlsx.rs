@@ -2,19 +2,19 @@
 
 use serde_json::Value;
 
-use super::{number, text, File, Header, Kind, Table};
+use super::{number, text, File, Header, Kind, RenderError, Table};
 
 /// Rows a worksheet holds below its header.
 pub const XLSX_MAX_ROWS: usize = 1_048_575;
 
-pub fn xlsx(header: &Header, table: &Table) -> Result<File, String> {
+pub fn xlsx(header: &Header, table: &Table) -> Result<File, RenderError> {
     use rust_xlsxwriter::{Color, ExcelDateTime, Format, FormatBorder, Workbook};
-    let error = |e: rust_xlsxwriter::XlsxError| e.to_string();
+    let error = RenderError::Xlsx;
     if table.rows.len() > XLSX_MAX_ROWS {
-        return Err(format!(
+        return Err(RenderError::TooLarge(format!(
             "{} rows do not fit a worksheet ({XLSX_MAX_ROWS} at most); use csv",
             table.rows.len()
-        ));
+        )));
     }
     let mut workbook = Workbook::new();
     let bold = Format::new().set_bold();
@@ -30,13 +30,13 @@ pub fn xlsx(header: &Header, table: &Table) -> Result<File, String> {
     let sheet = workbook.add_worksheet();
     sheet.set_name("Data").map_err(error)?;
     for (c, column) in table.columns.iter().enumerate() {
-        let c = u16::try_from(c).map_err(|_| "too many columns".to_string())?;
+        let c = u16::try_from(c).map_err(|_| RenderError::TooLarge("too many columns".into()))?;
         sheet
             .write_string_with_format(0, c, &column.name, &head)
             .map_err(error)?;
     }
     for (r, row) in table.rows.iter().enumerate() {
-        let r = u32::try_from(r + 1).map_err(|_| "too many rows".to_string())?;
+        let r = u32::try_from(r + 1).map_err(|_| RenderError::TooLarge("too many rows".into()))?;
         for (c, (column, value)) in table.columns.iter().zip(row).enumerate() {
             let c = c as u16;
             if value.is_null() {
