@@ -1,5 +1,7 @@
 //! The `chgate bench` subcommands: their arguments, and each run with its report.
 
+use std::io::Write as _;
+
 use clap::Subcommand;
 
 use crate::cli::write_out;
@@ -129,6 +131,44 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         requests: usize,
     },
+    /// Every shipped template over the last 7, 30 and 90 days of a generated data set of about
+    /// --events events (inserted inside ClickHouse into the configured database, once; a later
+    /// run goes on where one stopped), through the gateway at --url; and the funnel template
+    /// against a bare windowFunnel over the same rows. Checks each template's latency target.
+    Scale {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A key whose role may run every template (admin).
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 100_000_000)]
+        events: u64,
+        /// Distinct users (default: one per 200 events).
+        #[arg(long)]
+        users: Option<u64>,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[arg(long, default_value_t = 21)]
+        seed: u64,
+        /// Range lengths in days, each ending with the data set's last day.
+        #[arg(long, value_delimiter = ',', default_value = "7,30,90")]
+        ranges: Vec<u32>,
+        /// Timed calls of each template and range, after one untimed call.
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        /// Fewer timed calls (at least three) once a template and range took this long.
+        #[arg(long, default_value_t = 60)]
+        budget_secs: u64,
+        /// Timed runs each of the funnel template and windowFunnel.
+        #[arg(long, default_value_t = 10)]
+        funnel_iterations: usize,
+        /// Only these templates.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Generate the data set and stop.
+        #[arg(long)]
+        generate_only: bool,
+    },
     /// A dashboard of eight template panels over current and past ranges, opened by a few viewers
     /// while events keep arriving: the result cache's hit rate and the calls' latency.
     Dashboard {
@@ -197,6 +237,46 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         } => {
             let report = super::pipeline(&settings, batches, batch_size, rounds)?;
             write_out(report.render().trim_end())
+        }
+        BenchCommand::Scale {
+            url,
+            key,
+            events,
+            users,
+            days,
+            seed,
+            ranges,
+            iterations,
+            budget_secs,
+            funnel_iterations,
+            only,
+            generate_only,
+        } => {
+            let bench = super::scale::ScaleBench {
+                url,
+                key,
+                plan: super::scale::generate::Plan {
+                    events,
+                    users: users.unwrap_or(events / 200).max(1),
+                    days,
+                    seed,
+                },
+                ranges,
+                iterations,
+                budget: std::time::Duration::from_secs(budget_secs),
+                funnel_iterations,
+                only,
+                generate_only,
+            };
+            let catalog = crate::catalog::Catalog::load_or_explain(
+                &settings.catalog.dir,
+                &settings.clickhouse.database,
+            )?;
+            let progress = |line: &str| {
+                let _ = writeln!(std::io::stderr(), "bench scale: {}", line.trim_end());
+            };
+            let report = super::scale::run(&settings, &catalog, &bench, progress).await?;
+            write_out(report.trim_end())
         }
         BenchCommand::Dashboard {
             url,
@@ -293,7 +373,8 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
             )?;
             let bench = super::funnel::FunnelBench {
                 iterations,
-                days,
+                from: format!("today-{days}d"),
+                to: "now".to_string(),
                 window_seconds,
                 steps,
                 with_v1: v1,

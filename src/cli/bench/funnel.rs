@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::{json, Value};
 
+use super::percentile;
 use crate::catalog::{Catalog, Rendered};
 use crate::config::Settings;
 use crate::storage::clickhouse::base_client;
@@ -18,8 +19,9 @@ use crate::storage::clickhouse::base_client;
 pub struct FunnelBench {
     /// Timed runs of each query, after one untimed run.
     pub iterations: usize,
-    /// The range: the last `days` days, up to now.
-    pub days: u32,
+    /// The range, as the template's `from` and `to` take it (`today-30d`, `2026-11-01`, `now`).
+    pub from: String,
+    pub to: String,
     pub window_seconds: u32,
     pub steps: Vec<String>,
     /// Also time funnel v1 (first attempts; several times slower).
@@ -37,15 +39,48 @@ struct Timed {
     users: Vec<u64>,
 }
 
+/// The timings of one run of the benchmark.
+pub struct Comparison {
+    /// Events in the range, and those of the funnel's steps (bots excluded).
+    events: u64,
+    step_events: u64,
+    timed: Vec<Timed>,
+}
+
+impl Comparison {
+    /// The template's (attempt=best) wall and CPU time as pairwise ratios to windowFunnel's.
+    pub fn ratios(&self) -> (f64, f64) {
+        let (best, base) = (&self.timed[0], &self.timed[1]);
+        (
+            pairwise_ratio(&best.ms, &base.ms),
+            pairwise_ratio(&best.cpu_ms, &base.cpu_ms),
+        )
+    }
+
+    /// Whether attempt=best and windowFunnel found the same users at every step.
+    pub fn agree(&self) -> bool {
+        self.timed[0].users == self.timed[1].users
+    }
+}
+
 /// Runs the benchmark; the report as text.
 pub async fn run(
     settings: &Settings,
     catalog: &Catalog,
     bench: &FunnelBench,
 ) -> anyhow::Result<String> {
+    Ok(report(bench, &compare(settings, catalog, bench).await?))
+}
+
+/// Times the template (attempt=best; v1 too when asked) and windowFunnel, alternately.
+pub async fn compare(
+    settings: &Settings,
+    catalog: &Catalog,
+    bench: &FunnelBench,
+) -> anyhow::Result<Comparison> {
     let client = base_client(&settings.clickhouse).with_database(&settings.clickhouse.database);
     let params = json!({
-        "steps": bench.steps, "from": format!("today-{}d", bench.days), "to": "now",
+        "steps": bench.steps, "from": bench.from, "to": bench.to,
         "window_seconds": bench.window_seconds,
     });
     let latest = catalog.get("funnel", None).context("no funnel template")?;
@@ -109,7 +144,11 @@ pub async fn run(
         timed.cpu_ms = cpu_ms(&client, &timed.query_ids).await.unwrap_or_default();
     }
     let (events, step_events) = volume(&client, &queries[1].1).await?;
-    Ok(report(bench, events, step_events, &timed))
+    Ok(Comparison {
+        events,
+        step_events,
+        timed,
+    })
 }
 
 fn render(
@@ -150,18 +189,14 @@ fn reached_by_level(rows: &[Value], steps: usize) -> Vec<u64> {
         .collect()
 }
 
-/// ClickHouse's CPU time of each query, in ms, from its query log (empty when it cannot be read).
+/// ClickHouse's CPU time of each query, in ms, in their order, from its query log (empty when it
+/// cannot be read).
 async fn cpu_ms(client: &clickhouse::Client, query_ids: &[String]) -> anyhow::Result<Vec<f64>> {
-    client.query("SYSTEM FLUSH LOGS").execute().await?;
-    let cpu: Vec<f64> = client
-        .query(
-            "SELECT (ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1000 \
-             FROM system.query_log WHERE type = 'QueryFinish' AND has(?, query_id)",
-        )
-        .bind(query_ids)
-        .fetch_all()
-        .await?;
-    Ok(cpu)
+    let logged = super::query_log(client, query_ids).await?;
+    Ok(query_ids
+        .iter()
+        .filter_map(|id| logged.get(id).map(|l| l.cpu_ms))
+        .collect())
 }
 
 /// Events in the range, and those of the funnel's steps (bots excluded).
@@ -177,15 +212,6 @@ async fn volume(client: &clickhouse::Client, rendered: &Rendered) -> anyhow::Res
     Ok((number("events"), number("step_events")))
 }
 
-fn percentile(ms: &[f64], p: f64) -> f64 {
-    let mut sorted = ms.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
-}
-
 /// The median of the ratios of runs made one after the other: on a shared machine both runs of a
 /// pair meet about the same load, so this varies less than a ratio of medians.
 fn pairwise_ratio(runs: &[f64], baseline: &[f64]) -> f64 {
@@ -197,20 +223,27 @@ fn pairwise_ratio(runs: &[f64], baseline: &[f64]) -> f64 {
     percentile(&ratios, 0.5)
 }
 
-fn report(bench: &FunnelBench, events: u64, step_events: u64, timed: &[Timed]) -> String {
+/// The comparison as a table, with the users per step and whether both agree on them.
+pub fn report(bench: &FunnelBench, comparison: &Comparison) -> String {
+    let Comparison {
+        events,
+        step_events,
+        timed,
+    } = comparison;
     let (wall_base, cpu_base) = timed
         .iter()
         .find(|t| t.name == "windowFunnel")
         .map(|t| (t.ms.clone(), t.cpu_ms.clone()))
         .unwrap_or_default();
     let mut out = format!(
-        "{} steps ({}), window {} s, last {} days: {events} events, {step_events} of the steps; {} runs each after one untimed, alternating\n\
+        "{} steps ({}), window {} s, {} to {}: {events} events, {step_events} of the steps; {} runs each after one untimed, alternating\n\
          (/ wF: the median over runs of the ratio to the windowFunnel run next to it)\n\
          {:<26} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}  users per step\n",
         bench.steps.len(),
         bench.steps.join(", "),
         bench.window_seconds,
-        bench.days,
+        bench.from,
+        bench.to,
         bench.iterations,
         "query",
         "wall p50",
@@ -220,7 +253,7 @@ fn report(bench: &FunnelBench, events: u64, step_events: u64, timed: &[Timed]) -
         "CPU p50",
         "/ wF",
     );
-    for t in timed {
+    for t in timed.iter() {
         let (wall, cpu) = (percentile(&t.ms, 0.5), percentile(&t.cpu_ms, 0.5));
         out.push_str(&format!(
             "{:<26} {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.2} {:>7.0}ms {:>7.2}  {:?}\n",

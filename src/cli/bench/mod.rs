@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 
 pub mod dashboard;
+pub mod scale;
 pub mod soak;
 
 /// Time of the gateway's own work on event batches, measured in this process on one thread:
@@ -133,13 +134,62 @@ impl Phase {
     }
 }
 
-/// The `p` quantile (0-1) of sorted values; 0 when there are none.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0-1) of the values, in any order; 0 when there are none.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() {
         0.0
     } else {
         sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
     }
+}
+
+/// What ClickHouse's query log holds of a finished query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Logged {
+    /// CPU time (user + system), ms.
+    pub cpu_ms: f64,
+    pub read_rows: u64,
+    pub read_bytes: u64,
+    pub memory_bytes: u64,
+}
+
+/// The query log's record of each of `query_ids` that finished, by id (the log is flushed first).
+async fn query_log(
+    client: &clickhouse::Client,
+    query_ids: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, Logged>> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Record {
+        query_id: String,
+        cpu_ms: f64,
+        read_rows: u64,
+        read_bytes: u64,
+        memory_bytes: u64,
+    }
+    client.query("SYSTEM FLUSH LOGS").execute().await?;
+    let records: Vec<Record> = client
+        .query(
+            "SELECT query_id, (ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1000 AS cpu_ms, \
+             read_rows, read_bytes, toUInt64(greatest(memory_usage, 0)) AS memory_bytes \
+             FROM system.query_log WHERE type = 'QueryFinish' AND has(?, query_id)",
+        )
+        .bind(query_ids)
+        .fetch_all()
+        .await?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let logged = Logged {
+                cpu_ms: r.cpu_ms,
+                read_rows: r.read_rows,
+                read_bytes: r.read_bytes,
+                memory_bytes: r.memory_bytes,
+            };
+            (r.query_id, logged)
+        })
+        .collect())
 }
 
 /// CPU seconds spent over the throughput phase and until ClickHouse finished its Buffer flushes
