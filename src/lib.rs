@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod error;
+pub mod experiments;
 pub mod glob;
 pub mod http;
 pub mod ingest;
