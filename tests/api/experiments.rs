@@ -60,11 +60,12 @@ async fn results(app: &TestApp, key: &str, id: &str) -> Value {
     body
 }
 
-/// Per variant: users and converters, as generated.
+/// Per variant: users, converters and their revenue in the window, as generated.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Planted {
     users: u64,
     converters: u64,
+    revenue: f64,
 }
 
 /// `users` per variant exposed to `experiment` from `start()`, converting at `rates`; some with
@@ -91,8 +92,10 @@ fn generate(
             }
             if rng.random_bool(rates[v]) {
                 let after = exposed + Duration::hours(rng.random_range(1..10 * 24));
-                events.push(purchase(&user, rng.random_range(5..100) as f64, after));
+                let amount = rng.random_range(5..100) as f64;
+                events.push(purchase(&user, amount, after));
                 planted[v].converters += 1;
+                planted[v].revenue += amount;
             }
         }
     }
@@ -216,6 +219,14 @@ async fn a_planted_effect_is_found_over_the_counts_of_the_generated_data_without
         assert_eq!(body["variants"][v]["users"], planted.users, "{body}");
         assert_eq!(conversion["variants"][v]["users"], planted.users);
         assert_eq!(conversion["variants"][v]["converters"], planted.converters);
+        let revenue = &body["metrics"][1]["variants"][v];
+        assert_eq!(revenue["converters"], planted.converters);
+        let mean = revenue["mean"].as_f64().unwrap();
+        let expected = planted.revenue / planted.users as f64;
+        assert!(
+            (mean - expected).abs() < 1e-9 * expected,
+            "{mean} vs {expected}"
+        );
     }
     assert_eq!(body["excluded_users"], 7);
     assert_eq!(body["reliable"], true, "{body}");
