@@ -25,6 +25,9 @@ impl Executor for Jobs {
             crate::alerts::Alerts::KIND => self.run::<crate::alerts::Alerts>(claimed).await,
             crate::reports::Reports::KIND => self.run::<crate::reports::Reports>(claimed).await,
             crate::segments::Segments::KIND => self.run::<crate::segments::Segments>(claimed).await,
+            crate::experiments::Experiments::KIND => {
+                self.run::<crate::experiments::Experiments>(claimed).await
+            }
             other => Err(RunError::new(format!("no job kind {other:?}"))),
         }
     }

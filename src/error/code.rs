@@ -54,6 +54,7 @@ error_codes! {
     InvalidAlert = "invalid_alert", 400, "An alert definition breaks a rule.";
     InvalidReport = "invalid_report", 400, "A report definition breaks a rule.";
     InvalidSegment = "invalid_segment", 400, "A segment definition breaks a rule.";
+    InvalidExperiment = "invalid_experiment", 400, "An experiment definition breaks a rule.";
     StaticSegment = "static_segment", 400, "A static segment cannot be changed; create a new one.";
     NotComputed = "not_computed", 400, "The segment has not been computed yet; refresh it.";
     InvalidExport = "invalid_export", 400, "A segment export request breaks a rule (format, attributes, webhook).";
@@ -61,6 +62,7 @@ error_codes! {
     EvaluationFailed = "evaluation_failed", 400, "An alert evaluated on request failed; the message says why (also in its runs).";
     ReportFailed = "report_failed", 400, "A report run on request failed; the message says why (also in its runs).";
     RefreshFailed = "refresh_failed", 400, "A segment refresh on request failed; the message says why (also in its runs).";
+    ResultsFailed = "results_failed", 400, "An experiment's results computed as a run on request failed; the message says why (also in its runs).";
     InvalidKey = "invalid_key", 400, "An API key request breaks a rule (name, role, attributes).";
     // 401: no credentials, or credentials that do not authenticate.
     MissingCredentials = "missing_credentials", 401, "No API key or JWT was sent.";
@@ -90,6 +92,7 @@ error_codes! {
     UnknownAlert = "unknown_alert", 404, "No alert with that id that the caller may see.";
     UnknownReport = "unknown_report", 404, "No report with that id that the caller may see.";
     UnknownSegment = "unknown_segment", 404, "No segment with that id that the caller may see.";
+    UnknownExperiment = "unknown_experiment", 404, "No experiment with that id that the caller may see.";
     UnknownRun = "unknown_run", 404, "No stored report file for that run that the caller may see.";
     UnknownKey = "unknown_key", 404, "No active API key of that name.";
     // 409: the request collides with another.

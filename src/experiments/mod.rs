@@ -1,3 +1,190 @@
-//! A/B experiments: the statistics that turn per-variant aggregates into results.
+//! A/B experiments: stored definitions (kind `experiment`: variants, exposure, metrics), their
+//! results (`GET /v1/experiments/{id}/results`) and the statistics behind them.
+//!
+//! Results run the `experiment_results` template once per metric, as the experiment's owner,
+//! through the same runner as every template call (role, row filters, limits, cache); ClickHouse
+//! returns per-variant sums, and [`analysis`] turns them into results with [`stats`].
+//!
+//! Experiments are not scheduled: results are computed when asked for. A manual run
+//! (`POST /v1/experiments/{id}/results`) computes them and keeps them as the run's result, so
+//! `…/runs` is a history of snapshots.
 
+pub mod analysis;
+pub mod http;
+pub mod spec;
 pub mod stats;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use self::spec::{ExperimentSpec, Metric};
+use crate::access::auth::Principal;
+use crate::definitions::owner::Owner;
+use crate::definitions::{Context, Invalid, Kind, Plan};
+use crate::error::{ApiError, ErrorCode};
+use crate::query::runner::{Admission, Call, QueryError};
+use crate::schedule::{Claimed, Outcome, RunError};
+
+/// Job kind (and `definitions.kind`) of experiments.
+pub const JOB_KIND: &str = "experiment";
+
+/// The template that aggregates one metric, pinned: its columns are what [`analysis`] reads.
+const TEMPLATE: &str = "experiment_results";
+const TEMPLATE_VERSION: u32 = 1;
+
+/// How long a manual run waits for a query slot.
+const RUN_SLOT_WAIT: Duration = Duration::from_secs(60);
+
+/// An experiment as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Experiment {
+    pub id: Uuid,
+    #[serde(flatten)]
+    #[sqlx(json)]
+    pub spec: ExperimentSpec,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Experiments: definitions of kind `experiment`; nothing kept besides.
+pub struct Experiments;
+
+impl Kind for Experiments {
+    const KIND: &'static str = JOB_KIND;
+    const PLURAL: &'static str = "experiments";
+    const INVALID: ErrorCode = ErrorCode::InvalidExperiment;
+    const UNKNOWN: ErrorCode = ErrorCode::UnknownExperiment;
+    const RUN_FAILED: ErrorCode = ErrorCode::ResultsFailed;
+    const RUN_PATH: &'static str = "results";
+
+    type Spec = ExperimentSpec;
+    type View = Experiment;
+
+    fn name(spec: &ExperimentSpec) -> &str {
+        &spec.name
+    }
+
+    /// The fields, and that the owner may run the results template for every metric.
+    fn validate(ctx: &Context, owner: &Principal, spec: &ExperimentSpec) -> Result<Plan, Invalid> {
+        spec.check()?;
+        for (i, metric) in spec.metrics.iter().enumerate() {
+            ctx.runner
+                .check(owner, &call(spec, metric, Admission::Request))
+                .map_err(|e| Invalid::new(format!("metrics[{i}]"), e.to_string()))?;
+        }
+        Ok(Plan {
+            schedule: None,
+            enabled: false,
+        })
+    }
+
+    fn select() -> String {
+        format!(
+            "SELECT {} FROM definitions AS d WHERE d.kind = '{JOB_KIND}'",
+            crate::definitions::COLUMNS
+        )
+    }
+
+    fn owner(experiment: &Experiment) -> &Owner {
+        &experiment.owner
+    }
+
+    async fn run(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunError> {
+        let experiment = Self::load(&ctx.pool, claimed.target)
+            .await
+            .map_err(|e| format!("cannot load the experiment: {e}"))?
+            .ok_or_else(|| "the experiment no longer exists".to_string())?;
+        let results = results(ctx, &experiment, Admission::Scheduled(RUN_SLOT_WAIT))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome {
+            rows: None,
+            result: Some(results),
+        })
+    }
+}
+
+/// The results of `experiment` now: one template call per metric as its owner, then the
+/// statistics. `admission`: a caller's request, or a manual run.
+pub async fn results(
+    ctx: &Context,
+    experiment: &Experiment,
+    admission: Admission,
+) -> Result<Value, QueryError> {
+    let spec = &experiment.spec;
+    let owner = experiment.owner.principal();
+    let keys = spec.keys();
+    let mut rows = Vec::with_capacity(spec.metrics.len());
+    for metric in &spec.metrics {
+        let result = ctx
+            .runner
+            .run_json(&owner, call(spec, metric, admission))
+            .await?;
+        rows.push(analysis::read_rows(&result, &keys).map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("{TEMPLATE} answered unexpectedly: {e}"))
+        })?);
+    }
+    let results = analysis::analyze(spec, &rows);
+    let mut body = json!({
+        "experiment": experiment.id,
+        "name": spec.name,
+        "computed_at": Utc::now(),
+        "start": spec.start,
+        "end": spec.end,
+        "minimum_detectable_effect": spec.minimum_detectable_effect,
+        "sequential": spec.sequential,
+        "cuped": spec.cuped,
+    });
+    if let (Value::Object(body), Value::Object(results)) = (&mut body, json!(results)) {
+        body.extend(results);
+    }
+    Ok(body)
+}
+
+/// A date-time as a template parameter.
+fn parameter_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// The template call that aggregates `metric` of `spec`.
+fn call(spec: &ExperimentSpec, metric: &Metric, admission: Admission) -> Call {
+    let mut params = Map::new();
+    let mut set = |name: &str, value: Value| {
+        params.insert(name.to_string(), value);
+    };
+    set("experiment", json!(spec.name));
+    set("variants", json!(spec.keys()));
+    set("start", json!(parameter_time(spec.start)));
+    set(
+        "end",
+        json!(spec.end.map_or_else(|| "now".to_string(), parameter_time)),
+    );
+    set("kind", json!(metric.kind.name()));
+    set("event", json!(metric.event));
+    if let Some(property) = &metric.property {
+        set("property", json!(property));
+    }
+    set("window_days", json!(metric.window_days));
+    set("cuped", json!(spec.cuped));
+    set("exposure_event", json!(spec.exposure.event));
+    set(
+        "experiment_property",
+        json!(spec.exposure.experiment_property),
+    );
+    set("variant_property", json!(spec.exposure.variant_property));
+    Call {
+        template: TEMPLATE.to_string(),
+        version: Some(TEMPLATE_VERSION),
+        params,
+        format: crate::query::Format::Json,
+        fresh: false,
+        admission,
+    }
+}

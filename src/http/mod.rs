@@ -22,6 +22,7 @@ use crate::app::AppState;
 use crate::definitions::http as definitions;
 use crate::error::ApiError;
 use crate::error::ErrorCode;
+use crate::experiments::Experiments;
 use crate::ingest::http as ingest;
 use crate::query::http as query;
 use crate::reports::Reports;
@@ -57,6 +58,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/reports/runs/{run}/download",
             get(crate::reports::http::download),
         )
+        .merge(definitions::routes::<Experiments, AppState>().route(
+            "/v1/experiments/{id}/results",
+            get(crate::experiments::http::results),
+        ))
         .route("/v1/catalog", get(query::catalog))
         .route("/v1/catalog/{name}", get(query::catalog_entry))
         .route(

@@ -15,6 +15,7 @@ mod bi;
 mod cache;
 mod definitions;
 mod durability;
+mod experiments;
 mod freshness;
 mod funnel;
 mod health;

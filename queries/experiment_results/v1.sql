@@ -1,0 +1,161 @@
+/*---
+description = """
+Per-variant sufficient statistics of one metric of an A/B experiment, aggregated in one pass (no
+per-user row leaves ClickHouse); the statistics over them are in docs/experiments.md.
+
+Exposure: events `exposure_event` with `experiment_property` = `experiment` and
+`variant_property` one of `variants`, start <= timestamp < end (UTC), bots excluded. A user's first
+exposure decides the variant and the exposure time; users exposed to more than one variant are
+excluded: one row with `excluded` = 1, an empty `variant` and their count in `users` (metric
+columns 0), present only when there are such users.
+
+Per user, after exposure < t <= exposure + window_days days: a conversion metric is 1 when the user
+did `event` at least once (else 0); a mean metric is the total of `property` (a numeric event
+property, or `revenue` for the revenue column) over the user's `event`s, 0 without any. With
+`cuped`, the same value over the same length of time before exposure (exposure - window_days days
+<= t < exposure) is `x`. Rows per variant with users, control first: users, converters (users with
+at least one `event` in the window), Σy, Σy², Σx, Σx², Σxy."""
+roles = ["admin", "analyst", "service"]
+cache_ttl_secs = 300
+max_execution_secs = 60
+columns = { variant = "String", excluded = "UInt8", users = "UInt64", converters = "UInt64", value_sum = "Float64", value_sum_squares = "Float64", pre_sum = "Float64", pre_sum_squares = "Float64", cross_sum = "Float64" }
+
+[freshness]
+# Metric events up to 90 days before the first exposure (CUPED) and after the last one.
+from = "start"
+to = "end"
+days_before = 90
+through = "today"
+
+[params.experiment]
+type = "String"
+required = true
+description = "The experiment's key: the value of the experiment property of exposures"
+
+[params.variants]
+type = "Array(String)"
+required = true
+min_items = 2
+max_items = 10
+description = "Variant keys, control first; exposures to other variants are ignored"
+
+[params.start]
+type = "DateTime"
+required = true
+description = "First exposure time that counts (inclusive)"
+
+[params.end]
+type = "DateTime"
+default = "now"
+description = "Exposures before this time count"
+
+[params.kind]
+type = "String"
+default = "conversion"
+allowed = ["conversion", "mean"]
+
+[params.event]
+type = "String"
+required = true
+description = "The metric's event"
+
+[params.property]
+type = "String"
+description = "Mean metrics: a numeric event property, or revenue (the revenue column)"
+
+[params.window_days]
+type = "UInt8"
+default = 14
+min = 1
+max = 90
+description = "Days after exposure that count"
+
+[params.cuped]
+type = "Bool"
+default = false
+description = "Also the pre-exposure value of the metric (pre_sum, pre_sum_squares, cross_sum)"
+
+[params.exposure_event]
+type = "String"
+default = "$experiment_exposure"
+
+[params.experiment_property]
+type = "String"
+default = "experiment"
+
+[params.variant_property]
+type = "String"
+default = "variant"
+
+[[examples]]
+name = "conversion to purchase within 14 days"
+params = { experiment = "checkout-button", variants = ["control", "green"], start = "2026-03-01 00:00:00", event = "purchase" }
+
+[[examples]]
+name = "revenue per user with CUPED"
+params = { experiment = "checkout-button", variants = ["control", "green"], start = "2026-03-01 00:00:00", end = "2026-03-15 00:00:00", kind = "mean", event = "purchase", property = "revenue", window_days = 7, cuped = true }
+---*/
+{%- if kind == "mean" and not property -%}{{ invalid("property", "is required for a mean metric: a numeric event property, or revenue") }}{%- endif -%}
+{%- if kind == "conversion" and property -%}{{ invalid("property", "only a mean metric reads a property") }}{%- endif -%}
+WITH
+exposures AS
+(
+    SELECT
+        actor_id,
+        min(timestamp) AS exposed_at,
+        argMin(JSONExtractString(properties, {variant_property:String}), timestamp) AS first_variant,
+        uniqExact(JSONExtractString(properties, {variant_property:String})) > 1 AS several
+    FROM events
+    WHERE event = {exposure_event:String}
+      AND is_bot = 0
+      AND timestamp >= {start:DateTime} AND timestamp < {end:DateTime}
+      AND JSONExtractString(properties, {experiment_property:String}) = {experiment:String}
+      AND has({variants:Array(String)}, JSONExtractString(properties, {variant_property:String}))
+    GROUP BY actor_id
+),
+per_user AS
+(
+    SELECT
+        x.actor_id AS actor,
+        any(x.first_variant) AS assigned,
+        any(x.several) AS is_excluded,
+        countIf(m.timestamp > x.exposed_at AND m.timestamp <= x.exposed_at + toIntervalDay({window_days:UInt8})) AS after_events,
+        sumIf(m.amount, m.timestamp > x.exposed_at AND m.timestamp <= x.exposed_at + toIntervalDay({window_days:UInt8})) AS after_total,
+        countIf(m.timestamp < x.exposed_at AND m.timestamp >= x.exposed_at - toIntervalDay({window_days:UInt8})) AS before_events,
+        sumIf(m.amount, m.timestamp < x.exposed_at AND m.timestamp >= x.exposed_at - toIntervalDay({window_days:UInt8})) AS before_total
+    FROM exposures AS x
+    LEFT JOIN
+    (
+        SELECT actor_id, timestamp,
+               {% if kind == "conversion" %}1.0{% elif property == "revenue" %}revenue{% else %}JSONExtractFloat(properties, {property:String}){% endif %} AS amount
+        FROM events
+        WHERE event = {event:String}
+          AND is_bot = 0
+          AND timestamp >= {start:DateTime}{% if cuped %} - toIntervalDay({window_days:UInt8}){% endif %}
+          AND timestamp <= {end:DateTime} + toIntervalDay({window_days:UInt8})
+    ) AS m ON m.actor_id = x.actor_id
+    GROUP BY x.actor_id
+),
+valued AS
+(
+    SELECT
+        if(is_excluded, '', assigned) AS variant,
+        is_excluded AS excluded_flag,
+        if(is_excluded, 0, after_events) AS converting,
+        if(is_excluded, 0.0, {% if kind == "conversion" %}toFloat64(after_events > 0){% else %}after_total{% endif %}) AS y,
+        if(is_excluded, 0.0, {% if not cuped %}0.0{% elif kind == "conversion" %}toFloat64(before_events > 0){% else %}before_total{% endif %}) AS pre
+    FROM per_user
+)
+SELECT
+    variant,
+    toUInt8(excluded_flag) AS excluded,
+    count() AS users,
+    countIf(converting > 0) AS converters,
+    sum(y) AS value_sum,
+    sum(y * y) AS value_sum_squares,
+    sum(pre) AS pre_sum,
+    sum(pre * pre) AS pre_sum_squares,
+    sum(pre * y) AS cross_sum
+FROM valued
+GROUP BY variant, excluded_flag
+ORDER BY excluded_flag, indexOf({variants:Array(String)}, variant)

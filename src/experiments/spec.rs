@@ -1,0 +1,341 @@
+//! An experiment as clients define it, and the rules it must follow.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::definitions::{check_name, Invalid};
+
+/// Bounds of a definition.
+const VARIANTS: std::ops::RangeInclusive<usize> = 2..=10;
+const METRICS: std::ops::RangeInclusive<usize> = 1..=10;
+const WINDOW_DAYS: std::ops::RangeInclusive<u8> = 1..=90;
+const MAX_TEXT: usize = 200;
+const MAX_HYPOTHESIS: usize = 10_000;
+
+/// An A/B experiment: who is exposed to which variant, and what is measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// The experiment's key: the value of the exposure's experiment property.
+    pub name: String,
+    #[serde(default)]
+    pub hypothesis: String,
+    /// Control first.
+    pub variants: Vec<Variant>,
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// Exposures from this instant count…
+    pub start: DateTime<Utc>,
+    /// …until this one (exclusive); none: until now.
+    #[serde(default)]
+    pub end: Option<DateTime<Utc>>,
+    /// The first is the primary metric.
+    pub metrics: Vec<Metric>,
+    /// The smallest relative effect worth detecting (0.05: 5 %).
+    #[serde(default = "default_mde")]
+    pub minimum_detectable_effect: f64,
+    /// Always-valid p-values and confidence sequences (mSPRT), for looking every day.
+    #[serde(default)]
+    pub sequential: bool,
+    /// Variance reduction with the pre-exposure value of each metric.
+    #[serde(default)]
+    pub cuped: bool,
+}
+
+fn default_mde() -> f64 {
+    0.05
+}
+
+/// One arm of the experiment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// The value of the exposure's variant property.
+    pub key: String,
+    /// Share of users assigned, relative to the other weights; equal when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// The event that records a user seeing a variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Exposure {
+    pub event: String,
+    pub experiment_property: String,
+    pub variant_property: String,
+}
+
+impl Default for Exposure {
+    fn default() -> Self {
+        Self {
+            event: "$experiment_exposure".into(),
+            experiment_property: "experiment".into(),
+            variant_property: "variant".into(),
+        }
+    }
+}
+
+/// What is compared between variants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    /// The event measured after exposure.
+    pub event: String,
+    /// Mean metrics: the numeric event property summed per user, or the `revenue` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// Days after exposure that count.
+    #[serde(default = "default_window")]
+    pub window_days: u8,
+}
+
+fn default_window() -> u8 {
+    14
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricKind {
+    /// Whether the user did the event within the window.
+    Conversion,
+    /// The per-user total of a numeric property within the window.
+    Mean,
+}
+
+impl MetricKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Conversion => "conversion",
+            Self::Mean => "mean",
+        }
+    }
+}
+
+impl ExperimentSpec {
+    /// The weights of the variants, equal when none is given.
+    pub fn weights(&self) -> Vec<f64> {
+        self.variants
+            .iter()
+            .map(|v| v.weight.unwrap_or(1.0))
+            .collect()
+    }
+
+    /// The variant keys, control first.
+    pub fn keys(&self) -> Vec<String> {
+        self.variants.iter().map(|v| v.key.clone()).collect()
+    }
+
+    /// Checks every field; the error names the first field that breaks a rule.
+    pub fn check(&self) -> Result<(), Invalid> {
+        check_name(&self.name)?;
+        if self.hypothesis.len() > MAX_HYPOTHESIS {
+            return Err(Invalid::new(
+                "hypothesis",
+                format!("must be at most {MAX_HYPOTHESIS} characters"),
+            ));
+        }
+        self.check_variants()?;
+        for (field, value) in [
+            ("exposure.event", &self.exposure.event),
+            (
+                "exposure.experiment_property",
+                &self.exposure.experiment_property,
+            ),
+            ("exposure.variant_property", &self.exposure.variant_property),
+        ] {
+            text(field, value)?;
+        }
+        if self.end.is_some_and(|end| end <= self.start) {
+            return Err(Invalid::new("end", "must be after start"));
+        }
+        self.check_metrics()?;
+        let mde = self.minimum_detectable_effect;
+        if !(mde.is_finite() && mde > 0.0 && mde <= 10.0) {
+            return Err(Invalid::new(
+                "minimum_detectable_effect",
+                "must be a relative effect above 0 and at most 10 (0.05 is 5 %)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_variants(&self) -> Result<(), Invalid> {
+        let keys: Vec<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
+        distinct(
+            "variants",
+            &keys,
+            VARIANTS,
+            "variants, control first",
+            "key",
+        )?;
+        for (i, variant) in self.variants.iter().enumerate() {
+            if let Some(weight) = variant.weight {
+                if !(weight.is_finite() && weight > 0.0) {
+                    return Err(Invalid::new(
+                        format!("variants[{i}].weight"),
+                        "must be a positive number",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_metrics(&self) -> Result<(), Invalid> {
+        let names: Vec<&str> = self.metrics.iter().map(|m| m.name.as_str()).collect();
+        distinct(
+            "metrics",
+            &names,
+            METRICS,
+            "metrics, the primary first",
+            "name",
+        )?;
+        for (i, metric) in self.metrics.iter().enumerate() {
+            let field = |name: &str| format!("metrics[{i}].{name}");
+            text(&field("event"), &metric.event)?;
+            match (metric.kind, &metric.property) {
+                (MetricKind::Mean, None) => {
+                    return Err(Invalid::new(
+                        field("property"),
+                        "is required for a mean metric: a numeric event property, or revenue",
+                    ))
+                }
+                (MetricKind::Mean, Some(property)) => text(&field("property"), property)?,
+                (MetricKind::Conversion, Some(_)) => {
+                    return Err(Invalid::new(
+                        field("property"),
+                        "only a mean metric reads a property",
+                    ))
+                }
+                (MetricKind::Conversion, None) => {}
+            }
+            if !WINDOW_DAYS.contains(&metric.window_days) {
+                return Err(Invalid::new(field("window_days"), "must be 1 to 90"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A list of `count` items whose `key`s are texts, unique in the list.
+fn distinct(
+    list: &str,
+    keys: &[&str],
+    count: std::ops::RangeInclusive<usize>,
+    items: &str,
+    key: &str,
+) -> Result<(), Invalid> {
+    if !count.contains(&keys.len()) {
+        return Err(Invalid::new(
+            list,
+            format!("must have {} to {} {items}", count.start(), count.end()),
+        ));
+    }
+    for (i, value) in keys.iter().enumerate() {
+        let field = format!("{list}[{i}].{key}");
+        text(&field, value)?;
+        if keys[..i].contains(value) {
+            return Err(Invalid::new(
+                field,
+                format!("{value:?} is used by another item of {list}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A key or name: 1 to 200 characters, not only spaces.
+fn text(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.trim().is_empty() || value.len() > MAX_TEXT {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1 to {MAX_TEXT} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A change to a valid definition.
+    type Adjust = fn(&mut Value);
+
+    /// A valid definition with a conversion and a mean metric.
+    pub(in crate::experiments) fn example() -> Value {
+        json!({
+            "name": "checkout-button",
+            "variants": [{"key": "control"}, {"key": "green"}],
+            "start": "2026-03-01T00:00:00Z",
+            "metrics": [
+                {"name": "purchases", "kind": "conversion", "event": "purchase"},
+                {"name": "revenue", "kind": "mean", "event": "purchase", "property": "revenue"}
+            ]
+        })
+    }
+
+    fn spec(adjust: impl FnOnce(&mut Value)) -> Result<ExperimentSpec, String> {
+        let mut body = example();
+        adjust(&mut body);
+        let spec: ExperimentSpec = serde_json::from_value(body).map_err(|e| e.to_string())?;
+        spec.check().map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    #[test]
+    fn a_minimal_definition_takes_the_documented_defaults() {
+        let spec = spec(|_| {}).unwrap();
+        assert_eq!(spec.exposure.event, "$experiment_exposure");
+        assert_eq!(spec.exposure.variant_property, "variant");
+        assert_eq!(spec.metrics[0].window_days, 14);
+        assert_eq!(spec.minimum_detectable_effect, 0.05);
+        assert_eq!(spec.weights(), [1.0, 1.0]);
+        assert!(!spec.sequential && !spec.cuped && spec.end.is_none());
+    }
+
+    #[test]
+    fn each_broken_rule_names_its_field() {
+        let cases: [(Adjust, &str); 9] = [
+            (|b| b["variants"] = json!([{"key": "a"}]), "variants: "),
+            (
+                |b| b["variants"][1]["key"] = json!("control"),
+                "variants[1].key: ",
+            ),
+            (
+                |b| b["variants"][0]["weight"] = json!(0),
+                "variants[0].weight: ",
+            ),
+            (|b| b["end"] = json!("2026-02-01T00:00:00Z"), "end: "),
+            (|b| b["metrics"] = json!([]), "metrics: "),
+            (
+                |b| b["metrics"][1]["property"] = Value::Null,
+                "metrics[1].property: ",
+            ),
+            (
+                |b| b["metrics"][0]["property"] = json!("amount"),
+                "metrics[0].property: ",
+            ),
+            (
+                |b| b["metrics"][0]["window_days"] = json!(91),
+                "metrics[0].window_days: ",
+            ),
+            (
+                |b| b["minimum_detectable_effect"] = json!(0),
+                "minimum_detectable_effect: ",
+            ),
+        ];
+        for (adjust, field) in cases {
+            let error = spec(adjust).unwrap_err();
+            assert!(error.starts_with(field), "{field} → {error}");
+        }
+        assert!(spec(|b| b["colour"] = json!("red"))
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+}
