@@ -11,9 +11,13 @@ columns 0), present only when there are such users.
 
 Per user, after exposure < t <= exposure + window_days days: a conversion metric is 1 when the user
 did `event` at least once (else 0); a mean metric is the total of `property` (a numeric event
-property, or `revenue` for the revenue column) over the user's `event`s, 0 without any. With
-`cuped`, the same value over the same length of time before exposure (exposure - window_days days
-<= t < exposure) is `x`. Rows per variant with users, control first: users, converters (users with
+property, or `revenue` for the revenue column) over the user's `event`s, 0 without any; a funnel
+metric is 1 when the user did `steps` in order within that time (ClickHouse's windowFunnel; a step
+counts only after exposure). A retention metric is 1 when the user did `event` (`*`: any event) on
+day `retention_day` after exposure: exposure + retention_day days <= t < exposure + retention_day +
+1 days. With `cuped`, the same value over the same length of time before exposure (exposure -
+window_days days <= t < exposure; retention: exposure - (retention_day + 1) days <= t < exposure -
+retention_day days) is `x`. Rows per variant with users, control first: users, converters (users with
 at least one `event` in the window), Σy, Σy², Σx, Σx², Σxy."""
 roles = ["admin", "analyst", "service"]
 cache_ttl_secs = 300
@@ -21,10 +25,10 @@ max_execution_secs = 60
 columns = { variant = "String", excluded = "UInt8", users = "UInt64", converters = "UInt64", value_sum = "Float64", value_sum_squares = "Float64", pre_sum = "Float64", pre_sum_squares = "Float64", cross_sum = "Float64" }
 
 [freshness]
-# Metric events up to 90 days before the first exposure (CUPED) and after the last one.
+# Metric events up to 91 days before the first exposure (CUPED) and after the last one.
 from = "start"
 to = "end"
-days_before = 90
+days_before = 91
 through = "today"
 
 [params.experiment]
@@ -52,12 +56,25 @@ description = "Exposures before this time count"
 [params.kind]
 type = "String"
 default = "conversion"
-allowed = ["conversion", "mean"]
+allowed = ["conversion", "mean", "retention", "funnel"]
 
 [params.event]
 type = "String"
-required = true
-description = "The metric's event"
+default = ""
+description = "The metric's event (retention: * for any event); none for a funnel"
+
+[params.steps]
+type = "Array(String)"
+default = []
+max_items = 10
+description = "Funnel metrics: the events, in order"
+
+[params.retention_day]
+type = "UInt8"
+default = 7
+min = 1
+max = 90
+description = "Retention metrics: the day after exposure the user must be active on"
 
 [params.property]
 type = "String"
@@ -68,7 +85,7 @@ type = "UInt8"
 default = 14
 min = 1
 max = 90
-description = "Days after exposure that count"
+description = "Days after exposure that count (not for retention)"
 
 [params.cuped]
 type = "Bool"
@@ -96,7 +113,21 @@ name = "revenue per user with CUPED"
 params = { experiment = "checkout-button", variants = ["control", "green"], start = "2026-03-01 00:00:00", end = "2026-03-15 00:00:00", kind = "mean", event = "purchase", property = "revenue", window_days = 7, cuped = true }
 ---*/
 {%- if kind == "mean" and not property -%}{{ invalid("property", "is required for a mean metric: a numeric event property, or revenue") }}{%- endif -%}
-{%- if kind == "conversion" and property -%}{{ invalid("property", "only a mean metric reads a property") }}{%- endif -%}
+{%- if kind != "mean" and property -%}{{ invalid("property", "only a mean metric reads a property") }}{%- endif -%}
+{%- if kind == "funnel" and (steps | length < 2 or event) -%}{{ invalid("steps", "a funnel metric has 2 to 10 steps and no event") }}{%- endif -%}
+{%- if kind != "funnel" and steps | length > 0 -%}{{ invalid("steps", "only a funnel metric has steps") }}{%- endif -%}
+{%- if kind != "funnel" and not event -%}{{ invalid("event", "is required for a " ~ kind ~ " metric") }}{%- endif -%}
+{%- if kind != "retention" and event == "*" -%}{{ invalid("event", "* (any event) is for retention metrics") }}{%- endif -%}
+{% set horizon %}{% if kind == "retention" %}({retention_day:UInt8} + 1){% else %}{window_days:UInt8}{% endif %}{% endset %}
+{#- The times after and before exposure that count, for a metric event at m.timestamp. -#}
+{% if kind == "retention" %}
+{% set after %}m.timestamp >= x.exposed_at + toIntervalDay({retention_day:UInt8}) AND m.timestamp < x.exposed_at + toIntervalDay({retention_day:UInt8} + 1){% endset %}
+{% set before %}m.timestamp >= x.exposed_at - toIntervalDay({retention_day:UInt8} + 1) AND m.timestamp < x.exposed_at - toIntervalDay({retention_day:UInt8}){% endset %}
+{% else %}
+{% set after %}m.timestamp > x.exposed_at AND m.timestamp <= x.exposed_at + toIntervalDay({window_days:UInt8}){% endset %}
+{% set before %}m.timestamp < x.exposed_at AND m.timestamp >= x.exposed_at - toIntervalDay({window_days:UInt8}){% endset %}
+{% endif %}
+{% set n = steps | length %}
 WITH
 exposures AS
 (
@@ -119,20 +150,27 @@ per_user AS
         x.actor_id AS actor,
         any(x.first_variant) AS assigned,
         any(x.several) AS is_excluded,
-        countIf(m.timestamp > x.exposed_at AND m.timestamp <= x.exposed_at + toIntervalDay({window_days:UInt8})) AS after_events,
-        sumIf(m.amount, m.timestamp > x.exposed_at AND m.timestamp <= x.exposed_at + toIntervalDay({window_days:UInt8})) AS after_total,
-        countIf(m.timestamp < x.exposed_at AND m.timestamp >= x.exposed_at - toIntervalDay({window_days:UInt8})) AS before_events,
-        sumIf(m.amount, m.timestamp < x.exposed_at AND m.timestamp >= x.exposed_at - toIntervalDay({window_days:UInt8})) AS before_total
+{% if kind == "funnel" %}
+        toUInt64(windowFunnel(toUInt64({window_days:UInt8}) * 86400000)(toUInt64(toUnixTimestamp64Milli(m.timestamp)){% for k in range(n) %}, {{ after }} AND m.event = {steps:Array(String)}[{{ k + 1 }}]{% endfor %}) = {{ n }}) AS after_events,
+        toFloat64(after_events) AS after_total,
+        toUInt64(windowFunnel(toUInt64({window_days:UInt8}) * 86400000)(toUInt64(toUnixTimestamp64Milli(m.timestamp)){% for k in range(n) %}, {{ before }} AND m.event = {steps:Array(String)}[{{ k + 1 }}]{% endfor %}) = {{ n }}) AS before_events,
+        toFloat64(before_events) AS before_total
+{% else %}
+        countIf({{ after }}) AS after_events,
+        sumIf(m.amount, {{ after }}) AS after_total,
+        countIf({{ before }}) AS before_events,
+        sumIf(m.amount, {{ before }}) AS before_total
+{% endif %}
     FROM exposures AS x
     LEFT JOIN
     (
-        SELECT actor_id, timestamp,
-               {% if kind == "conversion" %}1.0{% elif property == "revenue" %}revenue{% else %}JSONExtractFloat(properties, {property:String}){% endif %} AS amount
+        SELECT actor_id, timestamp, event,
+               {% if kind != "mean" %}1.0{% elif property == "revenue" %}revenue{% else %}JSONExtractFloat(properties, {property:String}){% endif %} AS amount
         FROM events
-        WHERE event = {event:String}
+        WHERE {% if kind == "funnel" %}event IN {steps:Array(String)}{% elif event == "*" %}1{% else %}event = {event:String}{% endif %}
           AND is_bot = 0
-          AND timestamp >= {start:DateTime}{% if cuped %} - toIntervalDay({window_days:UInt8}){% endif %}
-          AND timestamp <= {end:DateTime} + toIntervalDay({window_days:UInt8})
+          AND timestamp >= {start:DateTime}{% if cuped %} - toIntervalDay({{ horizon }}){% endif %}
+          AND timestamp <= {end:DateTime} + toIntervalDay({{ horizon }})
     ) AS m ON m.actor_id = x.actor_id
     GROUP BY x.actor_id
 ),
@@ -142,8 +180,8 @@ valued AS
         if(is_excluded, '', assigned) AS variant,
         is_excluded AS excluded_flag,
         if(is_excluded, 0, after_events) AS converting,
-        if(is_excluded, 0.0, {% if kind == "conversion" %}toFloat64(after_events > 0){% else %}after_total{% endif %}) AS y,
-        if(is_excluded, 0.0, {% if not cuped %}0.0{% elif kind == "conversion" %}toFloat64(before_events > 0){% else %}before_total{% endif %}) AS pre
+        if(is_excluded, 0.0, {% if kind != "mean" %}toFloat64(after_events > 0){% else %}after_total{% endif %}) AS y,
+        if(is_excluded, 0.0, {% if not cuped %}0.0{% elif kind != "mean" %}toFloat64(before_events > 0){% else %}before_total{% endif %}) AS pre
     FROM per_user
 )
 SELECT

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::spec::{ExperimentSpec, Metric, MetricKind};
+use super::spec::{ExperimentSpec, Metric};
 use super::stats::{
     self, beta_binomial, compare_conversions, conversion_sample_size, cuped, mean_sample_size,
     mixing_variance, msprt_conversions, msprt_means, normal_difference, sample_ratio_mismatch,
@@ -279,7 +279,7 @@ fn analyze_metric(
     rows: &MetricRows,
 ) -> MetricResult {
     let mut notes = Vec::new();
-    let conversion = metric.kind == MetricKind::Conversion;
+    let conversion = metric.kind.is_binary();
     let mde = spec.minimum_detectable_effect;
     let Some(control) = rows.variants.first().copied() else {
         return MetricResult {

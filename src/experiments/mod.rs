@@ -167,7 +167,15 @@ fn call(spec: &ExperimentSpec, metric: &Metric, admission: Admission) -> Call {
         json!(spec.end.map_or_else(|| "now".to_string(), parameter_time)),
     );
     set("kind", json!(metric.kind.name()));
-    set("event", json!(metric.event));
+    if !metric.event.is_empty() {
+        set("event", json!(metric.event));
+    }
+    if !metric.steps.is_empty() {
+        set("steps", json!(metric.steps));
+    }
+    if let Some(day) = metric.day {
+        set("retention_day", json!(day));
+    }
     if let Some(property) = &metric.property {
         set("property", json!(property));
     }

@@ -10,6 +10,9 @@ const VARIANTS: std::ops::RangeInclusive<usize> = 2..=10;
 const METRICS: std::ops::RangeInclusive<usize> = 1..=10;
 const WINDOW_DAYS: std::ops::RangeInclusive<u8> = 1..=90;
 const MAX_TEXT: usize = 200;
+const STEPS: std::ops::RangeInclusive<usize> = 2..=10;
+/// A retention metric's event that stands for any event.
+const ANY_EVENT: &str = "*";
 const MAX_HYPOTHESIS: usize = 10_000;
 
 /// An A/B experiment: who is exposed to which variant, and what is measured.
@@ -82,12 +85,19 @@ impl Default for Exposure {
 pub struct Metric {
     pub name: String,
     pub kind: MetricKind,
-    /// The event measured after exposure.
+    /// The event measured after exposure (retention: `*` for any event); none for a funnel.
+    #[serde(default)]
     pub event: String,
+    /// Funnel metrics: the events the user must do in order within the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
+    /// Retention metrics: the day after exposure the user must be active on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<u8>,
     /// Mean metrics: the numeric event property summed per user, or the `revenue` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
-    /// Days after exposure that count.
+    /// Days after exposure that count (not for retention).
     #[serde(default = "default_window")]
     pub window_days: u8,
 }
@@ -103,6 +113,10 @@ pub enum MetricKind {
     Conversion,
     /// The per-user total of a numeric property within the window.
     Mean,
+    /// Whether the user did the event (or any event) on day `day` after exposure.
+    Retention,
+    /// Whether the user did the steps in order within the window.
+    Funnel,
 }
 
 impl MetricKind {
@@ -110,7 +124,14 @@ impl MetricKind {
         match self {
             Self::Conversion => "conversion",
             Self::Mean => "mean",
+            Self::Retention => "retention",
+            Self::Funnel => "funnel",
         }
+    }
+
+    /// Whether each user's value is 0 or 1 (a rate), not a total.
+    pub fn is_binary(self) -> bool {
+        self != Self::Mean
     }
 }
 
@@ -195,7 +216,7 @@ impl ExperimentSpec {
         )?;
         for (i, metric) in self.metrics.iter().enumerate() {
             let field = |name: &str| format!("metrics[{i}].{name}");
-            text(&field("event"), &metric.event)?;
+            check_shape(metric, &field)?;
             match (metric.kind, &metric.property) {
                 (MetricKind::Mean, None) => {
                     return Err(Invalid::new(
@@ -204,19 +225,71 @@ impl ExperimentSpec {
                     ))
                 }
                 (MetricKind::Mean, Some(property)) => text(&field("property"), property)?,
-                (MetricKind::Conversion, Some(_)) => {
+                (_, Some(_)) => {
                     return Err(Invalid::new(
                         field("property"),
                         "only a mean metric reads a property",
                     ))
                 }
-                (MetricKind::Conversion, None) => {}
+                (_, None) => {}
             }
             if !WINDOW_DAYS.contains(&metric.window_days) {
                 return Err(Invalid::new(field("window_days"), "must be 1 to 90"));
             }
         }
         Ok(())
+    }
+}
+
+/// The event, steps and day a metric of its kind has, and only those.
+fn check_shape(metric: &Metric, field: &impl Fn(&str) -> String) -> Result<(), Invalid> {
+    let kind = metric.kind;
+    if kind == MetricKind::Funnel {
+        if !metric.event.is_empty() {
+            return Err(Invalid::new(
+                field("event"),
+                "a funnel metric has steps, not an event",
+            ));
+        }
+        if !STEPS.contains(&metric.steps.len()) {
+            return Err(Invalid::new(
+                field("steps"),
+                format!(
+                    "a funnel metric has {} to {} steps, in order",
+                    STEPS.start(),
+                    STEPS.end()
+                ),
+            ));
+        }
+        for (k, step) in metric.steps.iter().enumerate() {
+            text(&field(&format!("steps[{k}]")), step)?;
+        }
+    } else {
+        text(&field("event"), &metric.event)?;
+        if metric.event == ANY_EVENT && kind != MetricKind::Retention {
+            return Err(Invalid::new(
+                field("event"),
+                "* (any event) is for retention metrics",
+            ));
+        }
+        if !metric.steps.is_empty() {
+            return Err(Invalid::new(
+                field("steps"),
+                "only a funnel metric has steps",
+            ));
+        }
+    }
+    match (kind, metric.day) {
+        (MetricKind::Retention, Some(day)) if WINDOW_DAYS.contains(&day) => Ok(()),
+        (MetricKind::Retention, _) => Err(Invalid::new(
+            field("day"),
+            "a retention metric needs the day after exposure, 1 to 90",
+        )),
+        (_, Some(_)) => Err(Invalid::new(
+            field("day"),
+            "only a retention metric has a day",
+        )),
+        (_, None) => Ok(()),
     }
 }
 
@@ -300,8 +373,39 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn retention_and_funnel_metrics_take_their_own_fields() {
+        let spec = spec(|b| {
+            b["metrics"] = json!([
+                {"name": "day 7", "kind": "retention", "event": "*", "day": 7},
+                {"name": "checkout", "kind": "funnel", "steps": ["add_to_cart", "purchase"], "window_days": 3}
+            ])
+        })
+        .unwrap();
+        assert_eq!(spec.metrics[0].day, Some(7));
+        assert_eq!(spec.metrics[1].steps, ["add_to_cart", "purchase"]);
+        assert!(spec.metrics.iter().all(|m| m.kind.is_binary()));
+    }
+
+    #[test]
     fn each_broken_rule_names_its_field() {
-        let cases: [(Adjust, &str); 9] = [
+        let cases: [(Adjust, &str); 14] = [
+            (
+                |b| b["metrics"][0]["kind"] = json!("retention"),
+                "metrics[0].day: ",
+            ),
+            (|b| b["metrics"][0]["day"] = json!(3), "metrics[0].day: "),
+            (
+                |b| b["metrics"][0]["kind"] = json!("funnel"),
+                "metrics[0].event: ",
+            ),
+            (
+                |b| b["metrics"][0] = json!({"name": "f", "kind": "funnel", "steps": ["cart"]}),
+                "metrics[0].steps: ",
+            ),
+            (
+                |b| b["metrics"][0]["event"] = json!("*"),
+                "metrics[0].event: ",
+            ),
             (|b| b["variants"] = json!([{"key": "a"}]), "variants: "),
             (
                 |b| b["variants"][1]["key"] = json!("control"),
