@@ -102,16 +102,13 @@ async fn cli_audit(
     resource: &str,
     reason: String,
 ) -> anyhow::Result<()> {
-    let login = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_default();
     let origin = crate::audit::Origin {
         ip: "local".into(),
         user_agent: format!("chgate-cli/{}", env!("CARGO_PKG_VERSION")),
         reason,
     };
     let mut record = crate::audit::AuditRecord::new(action, resource, None, &origin);
-    record.principal = format!("cli:{login}");
+    record.principal = format!("cli:{}", super::login());
     record.role = "admin".into();
     crate::audit::write(postgres.pool(), &[record])
         .await

@@ -72,6 +72,10 @@ pub enum Command {
         /// Random seed; the same seed generates the same events.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Do not store the definitions of the seeded experiments (checkout_redesign,
+        /// button_color_aa); their exposure events are generated either way.
+        #[arg(long)]
+        no_experiments: bool,
     },
     /// Count server-side events that gateways before the server-side user-agent rule stored as
     /// bots: rows whose user agent is an HTTP library (Go-http-client, okhttp, python-requests,
@@ -256,7 +260,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &crate::query::openapi::document(&catalog),
             )?)
         }
-        Command::Seed { users, days, seed } => {
+        Command::Seed {
+            users,
+            days,
+            seed,
+            no_experiments,
+        } => {
             let plan = seed::SeedPlan {
                 users,
                 days,
@@ -264,7 +273,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed,
             };
             let summary = import::seed(&settings, &plan).await?;
-            write_out(&summary.render())
+            write_out(&summary.render())?;
+            if no_experiments {
+                return Ok(());
+            }
+            let start = seed::experiments::start_ms(&plan);
+            for (name, stored) in seed::experiments::store(&settings, start).await? {
+                write_out(&match stored {
+                    seed::experiments::Stored::Created(id) => {
+                        format!("experiment {name}: created {id}")
+                    }
+                    seed::experiments::Stored::Kept(id) => {
+                        format!("experiment {name}: kept {id} (stored by an earlier seed)")
+                    }
+                })?;
+            }
+            Ok(())
         }
     }
 }
@@ -272,6 +296,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Prints a failed command's error chain to standard error.
 pub fn report_error(err: &anyhow::Error) {
     let _ = writeln!(std::io::stderr(), "error: {err:#}");
+}
+
+/// Who runs the command line (`$USER`, else `$LOGNAME`): admin changes made here are `cli:<login>`'s.
+pub(crate) fn login() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default()
 }
 
 fn write_out(text: &str) -> anyhow::Result<()> {

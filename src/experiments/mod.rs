@@ -101,7 +101,7 @@ impl Kind for Experiments {
             .await
             .map_err(|e| format!("cannot load the experiment: {e}"))?
             .ok_or_else(|| "the experiment no longer exists".to_string())?;
-        let results = results(ctx, &experiment, Admission::Scheduled(RUN_SLOT_WAIT))
+        let results = results(ctx, &experiment, Admission::Scheduled(RUN_SLOT_WAIT), false)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Outcome {
@@ -112,11 +112,13 @@ impl Kind for Experiments {
 }
 
 /// The results of `experiment` now: one template call per metric as its owner, then the
-/// statistics. `admission`: a caller's request, or a manual run.
+/// statistics. `admission`: a caller's request, or a manual run; `fresh`: run the queries again
+/// rather than use cached results (when the owner's role may bypass the cache).
 pub async fn results(
     ctx: &Context,
     experiment: &Experiment,
     admission: Admission,
+    fresh: bool,
 ) -> Result<Value, QueryError> {
     let spec = &experiment.spec;
     let owner = experiment.owner.principal();
@@ -125,7 +127,13 @@ pub async fn results(
     for metric in &spec.metrics {
         let result = ctx
             .runner
-            .run_json(&owner, call(spec, metric, admission))
+            .run_json(
+                &owner,
+                Call {
+                    fresh,
+                    ..call(spec, metric, admission)
+                },
+            )
             .await?;
         rows.push(analysis::read_rows(&result, &keys).map_err(|e| {
             ApiError::Internal(anyhow::anyhow!("{TEMPLATE} answered unexpectedly: {e}"))

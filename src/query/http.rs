@@ -267,10 +267,7 @@ async fn read_call(runner: &Runner, request: Request) -> Result<Call, ApiError> 
                 .and_then(Format::from_accept)
         })
         .unwrap_or(Format::Json);
-    let fresh = headers
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+    let fresh = no_cache(&headers);
     Ok(Call {
         template: name,
         version,
@@ -279,6 +276,14 @@ async fn read_call(runner: &Runner, request: Request) -> Result<Call, ApiError> 
         fresh,
         admission: Admission::Request,
     })
+}
+
+/// Whether the request asks for a result computed again (`Cache-Control: no-cache`).
+pub fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"))
 }
 
 /// The response for a template's output; the audit record is written when the body has been sent.

@@ -169,6 +169,24 @@ pub enum BenchCommand {
         #[arg(long)]
         generate_only: bool,
     },
+    /// `GET /v1/experiments/{id}/results` of every stored experiment (or the named ones), computed
+    /// again on each call unless --cached: p50 and p95 per experiment.
+    Experiments {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A key that sees the experiments (admin sees every one).
+        #[arg(long, env = "CHGATE_BENCH_KEY")]
+        key: String,
+        /// Timed calls per experiment, after one untimed call.
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        /// Only this experiment (repeatable).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Let the result cache answer (the template's cache_ttl_secs) instead of computing again.
+        #[arg(long)]
+        cached: bool,
+    },
     /// A dashboard of eight template panels over current and past ranges, opened by a few viewers
     /// while events keep arriving: the result cache's hit rate and the calls' latency.
     Dashboard {
@@ -277,6 +295,23 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
             };
             let report = super::scale::run(&settings, &catalog, &bench, progress).await?;
             write_out(report.trim_end())
+        }
+        BenchCommand::Experiments {
+            url,
+            key,
+            iterations,
+            names,
+            cached,
+        } => {
+            let bench = super::experiments::ExperimentsBench {
+                url,
+                key,
+                iterations,
+                names,
+                cached,
+            };
+            let timings = super::experiments::run(&bench).await?;
+            write_out(super::experiments::render(&timings, cached).trim_end())
         }
         BenchCommand::Dashboard {
             url,

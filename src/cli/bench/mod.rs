@@ -4,6 +4,7 @@
 pub mod bi;
 pub mod command;
 pub mod dashboard;
+pub mod experiments;
 pub mod funnel;
 pub mod ingest;
 pub mod pipeline;

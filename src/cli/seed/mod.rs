@@ -1,7 +1,10 @@
 //! A generator of realistic game-store traffic: page and screen views, search, item views, carts,
 //! purchases (and refunds), signups, reviews, play sessions and connector operations, with funnels
 //! that leak at each step, retention that decays with age, and a mix of platforms, countries,
-//! browsers, traffic sources and a few bots. Deterministic for a given seed.
+//! browsers, traffic sources and a few bots, and two A/B experiments over the users
+//! ([`experiments`]). Deterministic for a given seed.
+
+pub mod experiments;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -182,8 +185,10 @@ pub fn generate(plan: &SeedPlan, mut emit: impl FnMut(Value)) {
         .collect();
     let day_ms = 86_400_000i64;
     let start_ms = plan.end_ms - i64::from(plan.days) * day_ms;
+    let experiments_start = experiments::start_ms(plan);
     for u in 0..plan.users {
         let user = UserProfile::new(&mut rng, u);
+        let mut assignments = experiments::Assignments::new(&user.id, experiments_start);
         // More users arrive early in the period, so later days have returning cohorts.
         let signup_day = (rng.random::<f64>().powf(1.3) * f64::from(plan.days)) as i64;
         let signup_day = signup_day.min(i64::from(plan.days) - 1);
@@ -211,6 +216,7 @@ pub fn generate(plan: &SeedPlan, mut emit: impl FnMut(Value)) {
                     t: session_start,
                     first_of_user: day == signup_day && s == 0,
                     source: pick(&mut rng, SOURCES, |s| s.4),
+                    assignments: &mut assignments,
                 };
                 session.run(&mut rng, &catalog, &mut emit);
             }
@@ -269,11 +275,27 @@ struct Session<'a> {
     t: i64,
     first_of_user: bool,
     source: &'a (&'a str, &'a str, &'a str, &'a str, u32),
+    assignments: &'a mut experiments::Assignments,
 }
 
 impl Session<'_> {
     fn event(&mut self, rng: &mut StdRng, name: &str, properties: Value, path: &str) -> Value {
         self.t += rng.random_range(2_000..90_000);
+        self.event_now(name, properties, path)
+    }
+
+    /// The exposure event when the user sees `surface` for the first time since the experiments
+    /// started, a second from now. It draws nothing from `rng`, so the rest of the traffic stays
+    /// what the seed makes it.
+    fn expose(&mut self, surface: experiments::Surface, path: &str, emit: &mut impl FnMut(Value)) {
+        if let Some(properties) = self.assignments.expose(surface, self.t + 1_000) {
+            self.t += 1_000;
+            emit(self.event_now(experiments::EXPOSURE_EVENT, properties, path));
+        }
+    }
+
+    /// An event at the session's current time.
+    fn event_now(&self, name: &str, properties: Value, path: &str) -> Value {
         let u = self.user;
         let mut context = json!({
             "ip": u.ip,
@@ -332,12 +354,9 @@ impl Session<'_> {
             let index = ((rng.random::<f64>().powi(2)) * catalog.len() as f64) as usize;
             let item = &catalog[index.min(catalog.len() - 1)];
             let item_props = json!({"item_id": item.id, "developer_id": item.developer, "item_name": item.name, "price": item.price});
-            emit(self.event(
-                rng,
-                "game_view",
-                item_props.clone(),
-                &format!("/app/{}", item.id),
-            ));
+            let page = format!("/app/{}", item.id);
+            self.expose(experiments::Surface::GamePage, &page, emit);
+            emit(self.event(rng, "game_view", item_props.clone(), &page));
             if rng.random::<f64>() > 0.28 + self.user.spender * 0.3 {
                 continue;
             }
@@ -345,8 +364,9 @@ impl Session<'_> {
             if rng.random::<f64>() > 0.55 {
                 continue;
             }
+            self.expose(experiments::Surface::Checkout, "/checkout", emit);
             emit(self.event(rng, "checkout_started", item_props.clone(), "/checkout"));
-            if rng.random::<f64>() > 0.7 {
+            if rng.random::<f64>() > self.assignments.checkout_completion(self.t) {
                 continue;
             }
             // Now and then a whale buys a bundle for well over $1000.
