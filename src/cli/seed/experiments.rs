@@ -124,7 +124,7 @@ pub fn start_ms(plan: &SeedPlan) -> i64 {
 
 /// The two definitions, for experiments that started at `start_ms`: a purchase within a day of
 /// exposure (primary: within 14 days most users buy at some checkout whatever the variant, which
-/// hides a better checkout) and revenue per user over 14 days.
+/// hides a better checkout), revenue per user over 14 days and activity on day 7 after exposure.
 pub fn definitions(start_ms: i64) -> Vec<ExperimentSpec> {
     let start: DateTime<Utc> = Utc
         .timestamp_millis_opt(start_ms)
@@ -135,6 +135,8 @@ pub fn definitions(start_ms: i64) -> Vec<ExperimentSpec> {
         kind,
         event: "purchase".into(),
         property: property.map(Into::into),
+        steps: Vec::new(),
+        day: None,
         window_days,
     };
     let spec = |name: &str, hypothesis: &str, variants: [&str; 2], sequential| ExperimentSpec {
@@ -153,6 +155,11 @@ pub fn definitions(start_ms: i64) -> Vec<ExperimentSpec> {
         metrics: vec![
             metric("purchase", MetricKind::Conversion, None, 1),
             metric("revenue", MetricKind::Mean, Some("revenue"), 14),
+            Metric {
+                event: "*".into(),
+                day: Some(7),
+                ..metric("active on day 7", MetricKind::Retention, None, 14)
+            },
         ],
         minimum_detectable_effect: 0.1,
         sequential,
