@@ -147,7 +147,7 @@ pub struct VariantResult {
     pub users: u64,
     /// Users with at least one metric event in the window.
     pub converters: u64,
-    /// Conversion metrics: converters / users.
+    /// Rate metrics (conversion, retention, funnel): converters / users.
     pub rate: Option<f64>,
     /// The mean per-user value (the rate, for conversions) and its sample variance.
     pub mean: Option<f64>,

@@ -131,8 +131,8 @@ impl Kind for Reports {
 
     fn select() -> String {
         format!(
-            "SELECT d.id, d.spec, d.owner_name, d.owner_role, d.owner_key_id, d.owner_attributes, d.created_at, d.updated_at
-             FROM definitions AS d WHERE d.kind = '{JOB_KIND}'"
+            "SELECT {} FROM definitions AS d WHERE d.kind = '{JOB_KIND}'",
+            crate::definitions::COLUMNS
         )
     }
 

@@ -119,9 +119,9 @@ impl definitions::Kind for Segments {
 
     fn select() -> String {
         format!(
-            "SELECT d.id, d.spec, d.owner_name, d.owner_role, d.owner_key_id, d.owner_attributes,
-                    s.computed_at, s.size, d.created_at, d.updated_at
-             FROM definitions AS d JOIN segments AS s ON s.id = d.id WHERE d.kind = '{JOB_KIND}'"
+            "SELECT {}, s.computed_at, s.size
+             FROM definitions AS d JOIN segments AS s ON s.id = d.id WHERE d.kind = '{JOB_KIND}'",
+            crate::definitions::COLUMNS
         )
     }
 
