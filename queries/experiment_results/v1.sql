@@ -19,7 +19,7 @@ day `retention_day` after exposure: exposure + retention_day days <= t < exposur
 window_days days <= t < exposure; retention: exposure - (retention_day + 1) days <= t < exposure -
 retention_day days) is `x`. Rows per variant with users, control first: users, converters (users with
 at least one `event` in the window), Σy, Σy², Σx, Σx², Σxy."""
-roles = ["admin", "analyst", "service"]
+roles = ["admin", "analyst", "marketer", "service"]
 cache_ttl_secs = 300
 max_execution_secs = 60
 columns = { variant = "String", excluded = "UInt8", users = "UInt64", converters = "UInt64", value_sum = "Float64", value_sum_squares = "Float64", pre_sum = "Float64", pre_sum_squares = "Float64", cross_sum = "Float64" }
@@ -144,12 +144,12 @@ exposures AS
       AND has({variants:Array(String)}, JSONExtractString(properties, {variant_property:String}))
     GROUP BY actor_id
 ),
-per_user AS
+{#- Metric events of exposed users, aggregated per user: the events stream past a hash table of
+    the exposed users (small), never the other way round. -#}
+measured AS
 (
     SELECT
-        x.actor_id AS actor,
-        any(x.first_variant) AS assigned,
-        any(x.several) AS is_excluded,
+        m.actor_id AS actor,
 {% if kind == "funnel" %}
         toUInt64(windowFunnel(toUInt64({window_days:UInt8}) * 86400000)(toUInt64(toUnixTimestamp64Milli(m.timestamp)){% for k in range(n) %}, {{ after }} AND m.event = {steps:Array(String)}[{{ k + 1 }}]{% endfor %}) = {{ n }}) AS after_events,
         toFloat64(after_events) AS after_total,
@@ -161,28 +161,30 @@ per_user AS
         countIf({{ before }}) AS before_events,
         sumIf(m.amount, {{ before }}) AS before_total
 {% endif %}
-    FROM exposures AS x
-    LEFT JOIN
+    FROM
     (
-        SELECT actor_id, timestamp, event,
+        SELECT actor_id, timestamp{% if kind == "funnel" %}, event{% endif %},
                {% if kind != "mean" %}1.0{% elif property == "revenue" %}revenue{% else %}JSONExtractFloat(properties, {property:String}){% endif %} AS amount
         FROM events
         WHERE {% if kind == "funnel" %}event IN {steps:Array(String)}{% elif event == "*" %}1{% else %}event = {event:String}{% endif %}
           AND is_bot = 0
           AND timestamp >= {start:DateTime}{% if cuped %} - toIntervalDay({{ horizon }}){% endif %}
           AND timestamp <= {end:DateTime} + toIntervalDay({{ horizon }})
-    ) AS m ON m.actor_id = x.actor_id
-    GROUP BY x.actor_id
+    ) AS m
+    INNER JOIN exposures AS x ON x.actor_id = m.actor_id
+    WHERE ({{ after }}){% if cuped %} OR ({{ before }}){% endif %}
+    GROUP BY m.actor_id
 ),
 valued AS
 (
     SELECT
-        if(is_excluded, '', assigned) AS variant,
-        is_excluded AS excluded_flag,
-        if(is_excluded, 0, after_events) AS converting,
-        if(is_excluded, 0.0, {% if kind != "mean" %}toFloat64(after_events > 0){% else %}after_total{% endif %}) AS y,
-        if(is_excluded, 0.0, {% if not cuped %}0.0{% elif kind != "mean" %}toFloat64(before_events > 0){% else %}before_total{% endif %}) AS pre
-    FROM per_user
+        if(x.several, '', x.first_variant) AS variant,
+        x.several AS excluded_flag,
+        if(x.several, 0, a.after_events) AS converting,
+        if(x.several, 0.0, {% if kind != "mean" %}toFloat64(a.after_events > 0){% else %}a.after_total{% endif %}) AS y,
+        if(x.several, 0.0, {% if not cuped %}0.0{% elif kind != "mean" %}toFloat64(a.before_events > 0){% else %}a.before_total{% endif %}) AS pre
+    FROM exposures AS x
+    LEFT JOIN measured AS a ON a.actor = x.actor_id
 )
 SELECT
     variant,

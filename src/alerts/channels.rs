@@ -76,7 +76,11 @@ pub struct Notification {
     pub value: Option<f64>,
     pub condition: String,
     pub message: String,
+    /// The template watched; empty when the alert watches an experiment.
     pub template: String,
+    /// The experiment watched, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<uuid::Uuid>,
     pub at: chrono::DateTime<chrono::Utc>,
 }
 

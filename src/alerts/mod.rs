@@ -34,12 +34,19 @@ pub struct AlertSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The template whose result is watched; empty when the alert watches an experiment.
+    #[serde(default)]
     pub template: String,
     /// Pinned template version; the latest when absent.
     #[serde(default)]
     pub version: Option<u32>,
+    /// Template parameters; for an experiment, at most `metric` (a metric's name, or `primary`).
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// An experiment whose results are watched instead of a template
+    /// ([`crate::experiments::watch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Uuid>,
     pub condition: Condition,
     /// When to evaluate: a cron expression in UTC (5 fields, or 6 with seconds first).
     pub schedule: String,
@@ -109,6 +116,16 @@ pub enum Aggregate {
     Max,
     Min,
     Sum,
+}
+
+impl AlertSpec {
+    /// What the alert watches, for messages: the template, or the experiment.
+    pub fn source(&self) -> String {
+        match self.experiment {
+            Some(id) => format!("experiment {id}"),
+            None => format!("template {}", self.template),
+        }
+    }
 }
 
 impl Condition {
@@ -323,6 +340,14 @@ impl Kind for Alerts {
         })
     }
 
+    async fn validate_references(
+        ctx: &Context,
+        owner: &Principal,
+        spec: &AlertSpec,
+    ) -> Result<(), crate::definitions::DefinitionError> {
+        crate::experiments::watch::check_watched::<Self>(ctx, owner, spec.experiment).await
+    }
+
     fn select() -> String {
         format!(
             "SELECT {}, a.state, a.state_since, a.last_value, a.last_evaluated_at, a.last_notified_at, a.last_error
@@ -359,11 +384,11 @@ fn message(alert: &Alert, kind: &str, value: Option<f64>) -> String {
         _ => "FIRING",
     };
     format!(
-        "[{head}] {} ({:?}): {} — value {value} (template {})",
+        "[{head}] {} ({:?}): {} — value {value} ({})",
         alert.name,
         alert.spec.severity,
         alert.spec.condition.describe(),
-        alert.spec.template
+        alert.spec.source()
     )
 }
 
@@ -374,15 +399,10 @@ pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, RunError> {
         .await
         .map_err(|e| format!("cannot load the alert: {e}"))?
         .ok_or_else(|| "the alert no longer exists".to_string())?;
-    let observed = ctx
-        .runner
-        .run_json(&alert.owner(), call(&alert.spec))
-        .await
-        .map_err(|e| format!("running {}: {e}", alert.spec.template))
-        .and_then(|result| {
-            let rows = result["data"].as_array().map_or(0, Vec::len);
-            Ok((alert.spec.condition.observe(&result)?, rows))
-        });
+    let observed = watched(ctx, &alert).await.and_then(|result| {
+        let rows = result["data"].as_array().map_or(0, Vec::len);
+        Ok((alert.spec.condition.observe(&result)?, rows))
+    });
     let (value, rows) = match observed {
         Ok(observed) => observed,
         Err(error) => {
@@ -467,6 +487,7 @@ pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, RunError> {
             condition: alert.spec.condition.describe(),
             message: text,
             template: alert.spec.template.clone(),
+            experiment: alert.spec.experiment,
             at: now,
         };
         deliveries = channels::deliver_all(
@@ -494,8 +515,30 @@ pub async fn evaluate(ctx: &Context, id: Uuid) -> Result<Outcome, RunError> {
     })
 }
 
+/// The result the alert's condition reads: its template's, run as its owner, or the table of the
+/// experiment it watches.
+async fn watched(ctx: &Context, alert: &Alert) -> Result<Value, String> {
+    let spec = &alert.spec;
+    match spec.experiment {
+        Some(id) => {
+            let metric =
+                crate::experiments::watch::check(&spec.template, spec.version, &spec.params)
+                    .map_err(|e| e.to_string())?;
+            crate::experiments::watch::table(ctx, &alert.owner(), id, metric.as_deref())
+                .await
+                .map(|(_, table)| table)
+        }
+        None => ctx
+            .runner
+            .run_json(&alert.owner(), call(spec))
+            .await
+            .map_err(|e| format!("running {}: {e}", spec.template)),
+    }
+}
+
 /// Validates a definition for `principal`: fields, schedule, channels, and that the principal may
-/// run the template with these parameters.
+/// run the template with these parameters (or, watching an experiment, that the condition reads
+/// one of the experiment table's columns).
 pub fn validate(
     ctx: &Context,
     principal: &Principal,
@@ -524,6 +567,30 @@ pub fn validate(
         channel.validate(&format!("channels[{i}]"), &ctx.settings.alerts)?;
     }
     let schedule = Schedule::parse(&spec.schedule)?;
+    if spec.experiment.is_some() {
+        crate::experiments::watch::check(&spec.template, spec.version, &spec.params)?;
+        let columns = crate::experiments::watch::COLUMNS;
+        if !columns
+            .iter()
+            .any(|(name, _)| *name == spec.condition.column)
+        {
+            return Err(Invalid::new(
+                "condition.column",
+                format!(
+                    "an experiment's results have no column {:?} (columns: {})",
+                    spec.condition.column,
+                    columns.map(|(name, _)| name).join(", ")
+                ),
+            ));
+        }
+        return Ok(schedule);
+    }
+    if spec.template.is_empty() {
+        return Err(Invalid::new(
+            "template",
+            "is required (or an experiment to watch)",
+        ));
+    }
     let template = ctx.runner.template(&spec.template, spec.version)?;
     // Templates that declare their columns are checked now; others when the alert first runs.
     let columns = &template.meta().columns;

@@ -298,11 +298,38 @@ pub fn report_error(err: &anyhow::Error) {
     let _ = writeln!(std::io::stderr(), "error: {err:#}");
 }
 
-/// Who runs the command line (`$USER`, else `$LOGNAME`): admin changes made here are `cli:<login>`'s.
+/// Who runs the command line (`$USER`, else `$LOGNAME`, else the account of the process's user
+/// id, else `uid<N>`): admin changes made here are `cli:<login>`'s.
 pub(crate) fn login() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_default()
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|login| !login.trim().is_empty())
+        .or_else(account)
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The account name of this process's real user id, from `/proc/self/status` and `/etc/passwd`
+/// (`uid<N>` when the id has no entry); none off Linux.
+fn account() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    Some(
+        passwd
+            .lines()
+            .find_map(|entry| {
+                let mut fields = entry.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid && !name.is_empty()).then(|| name.to_string())
+            })
+            .unwrap_or_else(|| format!("uid{uid}")),
+    )
 }
 
 fn write_out(text: &str) -> anyhow::Result<()> {
@@ -364,4 +391,13 @@ async fn migrate(settings: Settings, status: bool) -> anyhow::Result<()> {
         report.clickhouse_applied.len(),
         report.postgres_applied.len()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_account_of_the_process_is_named_without_the_environment() {
+        let account = super::account().expect("Linux has /proc/self/status");
+        assert!(!account.is_empty() && !account.contains(':'), "{account}");
+    }
 }

@@ -24,12 +24,16 @@ where
     Principal: FromRequestParts<S, Rejection = ApiError>,
 {
     let collection = format!("/v1/{}", K::PLURAL);
-    Router::new()
+    let routes = Router::new()
         .route(&collection, get(list::<K>).post(create::<K>))
         .route(
             &format!("{collection}/{{id}}"),
             get(detail::<K>).put(replace::<K>).delete(delete::<K>),
-        )
+        );
+    if !K::RUNS {
+        return routes;
+    }
+    routes
         .route(&format!("{collection}/{{id}}/runs"), get(runs::<K>))
         .route(
             &format!("{collection}/{{id}}/{}", K::RUN_PATH),

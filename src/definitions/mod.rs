@@ -138,10 +138,33 @@ pub trait Kind: Send + Sync + 'static {
     /// permissions. The message names the field and the rule.
     fn validate(ctx: &Context, owner: &Principal, spec: &Self::Spec) -> Result<Plan, Invalid>;
 
+    /// Checks of what the definition refers to (other stored definitions), after
+    /// [`Kind::validate`]: that they exist and `owner` may use them.
+    fn validate_references(
+        ctx: &Context,
+        owner: &Principal,
+        spec: &Self::Spec,
+    ) -> impl Future<Output = Result<(), DefinitionError>> + Send {
+        let _ = (ctx, owner, spec);
+        async { Ok(()) }
+    }
+
     /// Whether a stored definition may be replaced.
     fn replaceable(_view: &Self::View) -> Result<(), DefinitionError> {
         Ok(())
     }
+
+    /// Whether definition `id` may be deleted (none refers to it).
+    fn deletable(
+        ctx: &Context,
+        id: Uuid,
+    ) -> impl Future<Output = Result<(), DefinitionError>> + Send {
+        let _ = (ctx, id);
+        async { Ok(()) }
+    }
+
+    /// Whether definitions of this kind run (on a schedule or on request): the run routes exist.
+    const RUNS: bool = true;
 
     /// Whose definition it is.
     fn owner(view: &Self::View) -> &Owner;
@@ -218,6 +241,9 @@ pub enum DefinitionError {
     /// A manual run failed.
     #[error("{error}")]
     RunFailed { code: ErrorCode, error: RunError },
+    /// Other definitions refer to this one.
+    #[error("{message}")]
+    InUse { code: ErrorCode, message: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -233,12 +259,14 @@ impl From<DefinitionError> for crate::error::ApiError {
                 ApiError::bad_request(code, error.to_string())
             }
             e @ DefinitionError::Unknown { code, .. } => ApiError::not_found(code, e.to_string()),
+            DefinitionError::InUse { code, message } => ApiError::Conflict { code, message },
             DefinitionError::Database(e) => e.into(),
         }
     }
 }
 
-fn invalid<K: Kind>(error: Invalid) -> DefinitionError {
+/// `error` as the definition error of kind `K`.
+pub fn invalid<K: Kind>(error: Invalid) -> DefinitionError {
     DefinitionError::Invalid {
         code: K::INVALID,
         error,
@@ -286,6 +314,7 @@ pub async fn store<K: Kind>(
     create: bool,
 ) -> Result<(), DefinitionError> {
     let plan = K::validate(ctx, owner, spec).map_err(invalid::<K>)?;
+    K::validate_references(ctx, owner, spec).await?;
     let spec_json = json!(spec);
     let mut tx = ctx.pool.begin().await?;
     if create {
@@ -332,6 +361,7 @@ pub async fn store<K: Kind>(
 /// Deletes definition `id`: its schedule, its row (and, by cascade, what the kind keeps in
 /// Postgres), then what it keeps elsewhere. Its runs stay in `job_runs`.
 pub async fn delete<K: Kind>(ctx: &Context, id: Uuid) -> Result<(), DefinitionError> {
+    K::deletable(ctx, id).await?;
     ctx.scheduler.remove(K::KIND, id).await?;
     sqlx::query("DELETE FROM definitions WHERE id = $1 AND kind = $2")
         .bind(id)

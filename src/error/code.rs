@@ -55,6 +55,7 @@ error_codes! {
     InvalidReport = "invalid_report", 400, "A report definition breaks a rule.";
     InvalidSegment = "invalid_segment", 400, "A segment definition breaks a rule.";
     InvalidExperiment = "invalid_experiment", 400, "An experiment definition breaks a rule.";
+    InvalidMetric = "invalid_metric", 400, "A saved metric definition breaks a rule, or an experiment refers to a saved metric it may not use.";
     StaticSegment = "static_segment", 400, "A static segment cannot be changed; create a new one.";
     NotComputed = "not_computed", 400, "The segment has not been computed yet; refresh it.";
     InvalidExport = "invalid_export", 400, "A segment export request breaks a rule (format, attributes, webhook).";
@@ -93,10 +94,12 @@ error_codes! {
     UnknownReport = "unknown_report", 404, "No report with that id that the caller may see.";
     UnknownSegment = "unknown_segment", 404, "No segment with that id that the caller may see.";
     UnknownExperiment = "unknown_experiment", 404, "No experiment with that id that the caller may see.";
+    UnknownMetric = "unknown_metric", 404, "No saved metric with that id that the caller may see.";
     UnknownRun = "unknown_run", 404, "No stored report file for that run that the caller may see.";
     UnknownKey = "unknown_key", 404, "No active API key of that name.";
     // 409: the request collides with another.
     DuplicateKeyName = "duplicate_key_name", 409, "An active API key already has that name.";
+    MetricInUse = "metric_in_use", 409, "Experiments use the saved metric; it is deleted once none does.";
     // 413: too large to take.
     PayloadTooLarge = "payload_too_large", 413, "The body exceeds the endpoint's limit.";
     // 429: over a rate or concurrency limit; retry after `Retry-After`.

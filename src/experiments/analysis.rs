@@ -225,8 +225,8 @@ pub struct Sequential {
     pub ci: Interval,
 }
 
-/// The results of `spec` from the rows of each of its metrics (in its order).
-pub fn analyze(spec: &ExperimentSpec, rows: &[MetricRows]) -> Results {
+/// The results of `spec` from its `metrics` (saved ones read) and the rows of each, in its order.
+pub fn analyze(spec: &ExperimentSpec, metrics: &[Metric], rows: &[MetricRows]) -> Results {
     let weights = spec.weights();
     let total_weight: f64 = weights.iter().sum();
     let users: Vec<u64> = match rows.first() {
@@ -254,8 +254,7 @@ pub fn analyze(spec: &ExperimentSpec, rows: &[MetricRows]) -> Results {
             })
             .collect(),
         sample_ratio,
-        metrics: spec
-            .metrics
+        metrics: metrics
             .iter()
             .zip(rows)
             .enumerate()
@@ -413,6 +412,11 @@ mod tests {
         body["cuped"] = json!(cuped);
         body["sequential"] = json!(sequential);
         serde_json::from_value(body).unwrap()
+    }
+
+    /// The results of `spec`, whose metrics are all defined in place.
+    fn analyze(spec: &ExperimentSpec, rows: &[MetricRows]) -> Results {
+        super::analyze(spec, &crate::experiments::spec::tests::defined(spec), rows)
     }
 
     /// Conversions as sums of 0/1 values.

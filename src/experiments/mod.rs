@@ -11,8 +11,10 @@
 
 pub mod analysis;
 pub mod http;
+pub mod metrics;
 pub mod spec;
 pub mod stats;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -21,10 +23,10 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use self::spec::{ExperimentSpec, Metric};
+use self::spec::{check_metric_names, ExperimentSpec, Metric};
 use crate::access::auth::Principal;
 use crate::definitions::owner::Owner;
-use crate::definitions::{Context, Invalid, Kind, Plan};
+use crate::definitions::{Context, DefinitionError, Invalid, Kind, Plan};
 use crate::error::{ApiError, ErrorCode};
 use crate::query::runner::{Admission, Call, QueryError};
 use crate::schedule::{Claimed, Outcome, RunError};
@@ -71,18 +73,35 @@ impl Kind for Experiments {
         &spec.name
     }
 
-    /// The fields, and that the owner may run the results template for every metric.
-    fn validate(ctx: &Context, owner: &Principal, spec: &ExperimentSpec) -> Result<Plan, Invalid> {
+    /// The fields of the definition itself.
+    fn validate(
+        _ctx: &Context,
+        _owner: &Principal,
+        spec: &ExperimentSpec,
+    ) -> Result<Plan, Invalid> {
         spec.check()?;
-        for (i, metric) in spec.metrics.iter().enumerate() {
-            ctx.runner
-                .check(owner, &call(spec, metric, Admission::Request))
-                .map_err(|e| Invalid::new(format!("metrics[{i}]"), e.to_string()))?;
-        }
         Ok(Plan {
             schedule: None,
             enabled: false,
         })
+    }
+
+    /// Its saved metrics exist and the owner may use them, every metric's name is its own, and
+    /// the owner may run the results template for each.
+    async fn validate_references(
+        ctx: &Context,
+        owner: &Principal,
+        spec: &ExperimentSpec,
+    ) -> Result<(), DefinitionError> {
+        let metrics = metrics::resolve(&ctx.pool, owner, spec).await?;
+        let invalid = crate::definitions::invalid::<Self>;
+        check_metric_names(&metrics).map_err(invalid)?;
+        for (i, metric) in metrics.iter().enumerate() {
+            ctx.runner
+                .check(owner, &call(spec, metric, Admission::Request))
+                .map_err(|e| invalid(Invalid::new(format!("metrics[{i}]"), e.to_string())))?;
+        }
+        Ok(())
     }
 
     fn select() -> String {
@@ -111,9 +130,8 @@ impl Kind for Experiments {
     }
 }
 
-/// The results of `experiment` now: one template call per metric as its owner, then the
-/// statistics. `admission`: a caller's request, or a manual run; `fresh`: run the queries again
-/// rather than use cached results (when the owner's role may bypass the cache).
+/// The results of `experiment` now, as `GET …/results` shows them: [`analyze`] with the
+/// definition's settings.
 pub async fn results(
     ctx: &Context,
     experiment: &Experiment,
@@ -121,25 +139,7 @@ pub async fn results(
     fresh: bool,
 ) -> Result<Value, QueryError> {
     let spec = &experiment.spec;
-    let owner = experiment.owner.principal();
-    let keys = spec.keys();
-    let mut rows = Vec::with_capacity(spec.metrics.len());
-    for metric in &spec.metrics {
-        let result = ctx
-            .runner
-            .run_json(
-                &owner,
-                Call {
-                    fresh,
-                    ..call(spec, metric, admission)
-                },
-            )
-            .await?;
-        rows.push(analysis::read_rows(&result, &keys).map_err(|e| {
-            ApiError::Internal(anyhow::anyhow!("{TEMPLATE} answered unexpectedly: {e}"))
-        })?);
-    }
-    let results = analysis::analyze(spec, &rows);
+    let results = analyze(ctx, experiment, admission, fresh).await?;
     let mut body = json!({
         "experiment": experiment.id,
         "name": spec.name,
@@ -154,6 +154,41 @@ pub async fn results(
         body.extend(results);
     }
     Ok(body)
+}
+
+/// The statistics of `experiment` now: its metrics (saved ones read), one template call per
+/// metric as its owner, then [`analysis::analyze`]. `admission`: a caller's request, or a run;
+/// `fresh`: run the queries again rather than use cached results (when the owner's role may
+/// bypass the cache).
+pub async fn analyze(
+    ctx: &Context,
+    experiment: &Experiment,
+    admission: Admission,
+    fresh: bool,
+) -> Result<analysis::Results, QueryError> {
+    let spec = &experiment.spec;
+    let owner = experiment.owner.principal();
+    let keys = spec.keys();
+    let metrics = metrics::resolve(&ctx.pool, &owner, spec)
+        .await
+        .map_err(ApiError::from)?;
+    let mut rows = Vec::with_capacity(metrics.len());
+    for metric in &metrics {
+        let result = ctx
+            .runner
+            .run_json(
+                &owner,
+                Call {
+                    fresh,
+                    ..call(spec, metric, admission)
+                },
+            )
+            .await?;
+        rows.push(analysis::read_rows(&result, &keys).map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("{TEMPLATE} answered unexpectedly: {e}"))
+        })?);
+    }
+    Ok(analysis::analyze(spec, &metrics, &rows))
 }
 
 /// A date-time as a template parameter.

@@ -1,7 +1,9 @@
 //! An experiment as clients define it, and the rules it must follow.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
 
 use crate::definitions::{check_name, Invalid};
 
@@ -14,6 +16,7 @@ const STEPS: std::ops::RangeInclusive<usize> = 2..=10;
 /// A retention metric's event that stands for any event.
 const ANY_EVENT: &str = "*";
 const MAX_HYPOTHESIS: usize = 10_000;
+const MAX_DESCRIPTION: usize = 10_000;
 
 /// An A/B experiment: who is exposed to which variant, and what is measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,8 +35,8 @@ pub struct ExperimentSpec {
     /// …until this one (exclusive); none: until now.
     #[serde(default)]
     pub end: Option<DateTime<Utc>>,
-    /// The first is the primary metric.
-    pub metrics: Vec<Metric>,
+    /// The first is the primary metric; each defined here or a saved metric.
+    pub metrics: Vec<MetricEntry>,
     /// The smallest relative effect worth detecting (0.05: 5 %).
     #[serde(default = "default_mde")]
     pub minimum_detectable_effect: f64,
@@ -79,11 +82,46 @@ impl Default for Exposure {
     }
 }
 
+/// A metric of an experiment: defined in place, or a saved metric (`/v1/metrics`) by id.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum MetricEntry {
+    Defined(Metric),
+    Saved(SavedMetric),
+}
+
+/// A saved metric an experiment uses: `{"metric": "<id>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedMetric {
+    pub metric: Uuid,
+}
+
+/// An object with a `metric` field refers to a saved metric; any other is a metric defined in
+/// place, and its errors name its own fields.
+impl<'de> Deserialize<'de> for MetricEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = Value::deserialize(deserializer)?;
+        if value.get("metric").is_some() {
+            SavedMetric::deserialize(value)
+                .map(Self::Saved)
+                .map_err(D::Error::custom)
+        } else {
+            Metric::deserialize(value)
+                .map(Self::Defined)
+                .map_err(D::Error::custom)
+        }
+    }
+}
+
 /// What is compared between variants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metric {
     pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
     pub kind: MetricKind,
     /// The event measured after exposure (retention: `*` for any event); none for a funnel.
     #[serde(default)]
@@ -205,37 +243,69 @@ impl ExperimentSpec {
         Ok(())
     }
 
+    /// The metrics defined in place, and their count; names are checked once saved metrics are
+    /// read ([`check_metric_names`]).
     fn check_metrics(&self) -> Result<(), Invalid> {
-        let names: Vec<&str> = self.metrics.iter().map(|m| m.name.as_str()).collect();
-        distinct(
-            "metrics",
-            &names,
-            METRICS,
-            "metrics, the primary first",
-            "name",
-        )?;
-        for (i, metric) in self.metrics.iter().enumerate() {
-            let field = |name: &str| format!("metrics[{i}].{name}");
-            check_shape(metric, &field)?;
-            match (metric.kind, &metric.property) {
-                (MetricKind::Mean, None) => {
-                    return Err(Invalid::new(
-                        field("property"),
-                        "is required for a mean metric: a numeric event property, or revenue",
-                    ))
-                }
-                (MetricKind::Mean, Some(property)) => text(&field("property"), property)?,
-                (_, Some(_)) => {
-                    return Err(Invalid::new(
-                        field("property"),
-                        "only a mean metric reads a property",
-                    ))
-                }
-                (_, None) => {}
+        if !METRICS.contains(&self.metrics.len()) {
+            return Err(Invalid::new(
+                "metrics",
+                format!(
+                    "must have {} to {} metrics, the primary first",
+                    METRICS.start(),
+                    METRICS.end()
+                ),
+            ));
+        }
+        for (i, entry) in self.metrics.iter().enumerate() {
+            if let MetricEntry::Defined(metric) = entry {
+                metric.check(&|name| format!("metrics[{i}].{name}"))?;
             }
-            if !WINDOW_DAYS.contains(&metric.window_days) {
-                return Err(Invalid::new(field("window_days"), "must be 1 to 90"));
+        }
+        Ok(())
+    }
+}
+
+/// The metrics of an experiment, saved ones read: each name used once.
+pub fn check_metric_names(metrics: &[Metric]) -> Result<(), Invalid> {
+    let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    distinct(
+        "metrics",
+        &names,
+        METRICS,
+        "metrics, the primary first",
+        "name",
+    )
+}
+
+impl Metric {
+    /// Checks every field; `field` makes the path of one of its fields for the message.
+    pub fn check(&self, field: &impl Fn(&str) -> String) -> Result<(), Invalid> {
+        text(&field("name"), &self.name)?;
+        if self.description.len() > MAX_DESCRIPTION {
+            return Err(Invalid::new(
+                field("description"),
+                format!("must be at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        check_shape(self, field)?;
+        match (self.kind, &self.property) {
+            (MetricKind::Mean, None) => {
+                return Err(Invalid::new(
+                    field("property"),
+                    "is required for a mean metric: a numeric event property, or revenue",
+                ))
             }
+            (MetricKind::Mean, Some(property)) => text(&field("property"), property)?,
+            (_, Some(_)) => {
+                return Err(Invalid::new(
+                    field("property"),
+                    "only a mean metric reads a property",
+                ))
+            }
+            (_, None) => {}
+        }
+        if !WINDOW_DAYS.contains(&self.window_days) {
+            return Err(Invalid::new(field("window_days"), "must be 1 to 90"));
         }
         Ok(())
     }
@@ -358,7 +428,19 @@ pub(super) mod tests {
         adjust(&mut body);
         let spec: ExperimentSpec = serde_json::from_value(body).map_err(|e| e.to_string())?;
         spec.check().map_err(|e| e.to_string())?;
+        check_metric_names(&defined(&spec)).map_err(|e| e.to_string())?;
         Ok(spec)
+    }
+
+    /// The metrics of a definition without saved ones.
+    pub(in crate::experiments) fn defined(spec: &ExperimentSpec) -> Vec<Metric> {
+        spec.metrics
+            .iter()
+            .map(|entry| match entry {
+                MetricEntry::Defined(metric) => metric.clone(),
+                MetricEntry::Saved(saved) => panic!("saved metric {}", saved.metric),
+            })
+            .collect()
     }
 
     #[test]
@@ -366,7 +448,7 @@ pub(super) mod tests {
         let spec = spec(|_| {}).unwrap();
         assert_eq!(spec.exposure.event, "$experiment_exposure");
         assert_eq!(spec.exposure.variant_property, "variant");
-        assert_eq!(spec.metrics[0].window_days, 14);
+        assert_eq!(defined(&spec)[0].window_days, 14);
         assert_eq!(spec.minimum_detectable_effect, 0.05);
         assert_eq!(spec.weights(), [1.0, 1.0]);
         assert!(!spec.sequential && !spec.cuped && spec.end.is_none());
@@ -381,9 +463,10 @@ pub(super) mod tests {
             ])
         })
         .unwrap();
-        assert_eq!(spec.metrics[0].day, Some(7));
-        assert_eq!(spec.metrics[1].steps, ["add_to_cart", "purchase"]);
-        assert!(spec.metrics.iter().all(|m| m.kind.is_binary()));
+        let metrics = defined(&spec);
+        assert_eq!(metrics[0].day, Some(7));
+        assert_eq!(metrics[1].steps, ["add_to_cart", "purchase"]);
+        assert!(metrics.iter().all(|m| m.kind.is_binary()));
     }
 
     #[test]
@@ -441,5 +524,34 @@ pub(super) mod tests {
         assert!(spec(|b| b["colour"] = json!("red"))
             .unwrap_err()
             .contains("unknown field"));
+        let twice = spec(|b| b["metrics"][1]["name"] = json!("purchases")).unwrap_err();
+        assert!(twice.starts_with("metrics[1].name: "), "{twice}");
+    }
+
+    #[test]
+    fn a_metric_is_defined_in_place_or_refers_to_a_saved_one_by_id() {
+        let id = "0b5b8f0e-7a40-4d6e-9a59-2f1d3c4b5a69";
+        let body = json!({
+            "name": "e",
+            "variants": [{"key": "a"}, {"key": "b"}],
+            "start": "2026-03-01T00:00:00Z",
+            "metrics": [{"metric": id}, {"name": "p", "kind": "conversion", "event": "purchase", "window_days": 14}]
+        });
+        let spec: ExperimentSpec = serde_json::from_value(body.clone()).unwrap();
+        spec.check().unwrap();
+        assert!(matches!(&spec.metrics[0], MetricEntry::Saved(s) if s.metric.to_string() == id));
+        assert!(matches!(&spec.metrics[1], MetricEntry::Defined(m) if m.name == "p"));
+        assert_eq!(json!(spec)["metrics"], body["metrics"]);
+
+        let mut extra = body.clone();
+        extra["metrics"][0]["name"] = json!("x");
+        let error = serde_json::from_value::<ExperimentSpec>(extra).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `name`"),
+            "{error}"
+        );
+        let mut not_an_id = body;
+        not_an_id["metrics"][0]["metric"] = json!("revenue");
+        assert!(serde_json::from_value::<ExperimentSpec>(not_an_id).is_err());
     }
 }

@@ -22,6 +22,7 @@ use crate::app::AppState;
 use crate::definitions::http as definitions;
 use crate::error::ApiError;
 use crate::error::ErrorCode;
+use crate::experiments::metrics::Metrics;
 use crate::experiments::Experiments;
 use crate::ingest::http as ingest;
 use crate::query::http as query;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/reports/runs/{run}/download",
             get(crate::reports::http::download),
         )
+        .merge(definitions::routes::<Metrics, AppState>())
         .merge(definitions::routes::<Experiments, AppState>().route(
             "/v1/experiments/{id}/results",
             get(crate::experiments::http::results),

@@ -32,13 +32,20 @@ pub struct ReportSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The template run; empty when the report shows an experiment's results.
+    #[serde(default)]
     pub template: String,
     /// Pinned template version; the latest when absent.
     #[serde(default)]
     pub version: Option<u32>,
     /// Template parameters; dates may be relative (`today-7d`, `now-24h`), resolved at each run.
+    /// For an experiment, at most `metric` (a metric's name, or `primary`).
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// An experiment whose results the report shows instead of a template's
+    /// ([`crate::experiments::watch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Uuid>,
     /// Sets the template's `from` and `to`: `today`, `yesterday`, `last_N_days`, `last_N_hours`,
     /// `this_week`, `last_week`, `this_month`, `last_month`, `this_year`, `last_year`.
     #[serde(default)]
@@ -138,6 +145,14 @@ impl Kind for Reports {
 
     fn owner(report: &Report) -> &Owner {
         &report.owner
+    }
+
+    async fn validate_references(
+        ctx: &Context,
+        owner: &Principal,
+        spec: &ReportSpec,
+    ) -> Result<(), crate::definitions::DefinitionError> {
+        crate::experiments::watch::check_watched::<Self>(ctx, owner, spec.experiment).await
     }
 
     /// The report with its latest runs.
@@ -306,6 +321,24 @@ pub fn validate(
         crate::alerts::channels::check_url("delivery.webhook", url)?;
     }
     let schedule = spec.schedule.as_deref().map(Schedule::parse).transpose()?;
+    if spec.experiment.is_some() {
+        crate::experiments::watch::check(&spec.template, spec.version, &spec.params)?;
+        if spec.period.is_some() {
+            return Err(Invalid::new(
+                "period",
+                "an experiment's results cover the experiment's own time",
+            ));
+        }
+        let columns = crate::experiments::watch::COLUMNS.map(|(name, _)| name.to_string());
+        spec.chart.validate(&columns).map_err(Invalid::whole)?;
+        return Ok(schedule);
+    }
+    if spec.template.is_empty() {
+        return Err(Invalid::new(
+            "template",
+            "is required (or an experiment to show)",
+        ));
+    }
     let template = ctx.runner.template(&spec.template, spec.version)?;
     let columns: Vec<String> = template.meta().columns.keys().cloned().collect();
     spec.chart.validate(&columns).map_err(Invalid::whole)?;
@@ -358,16 +391,28 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunEr
     let owner = report.owner.principal();
     let at = claimed.scheduled_for;
     let started = std::time::Instant::now();
-    let template = ctx
-        .runner
-        .template(&spec.template, spec.version)
-        .map_err(|e| format!("template: {e}"))?;
-    let params = resolve_params(spec, &template.meta().params, at)?;
-    let result = ctx
-        .runner
-        .run_json(&owner, call(spec, template.version(), params.clone()))
-        .await
-        .map_err(|e| format!("the template failed: {e}"))?;
+    let (result, version, params, experiment) = match spec.experiment {
+        Some(id) => {
+            let metric =
+                crate::experiments::watch::check(&spec.template, spec.version, &spec.params)?;
+            let (experiment, table) =
+                crate::experiments::watch::table(ctx, &owner, id, metric.as_deref()).await?;
+            (table, 0, spec.params.clone(), Some(experiment.spec.name))
+        }
+        None => {
+            let template = ctx
+                .runner
+                .template(&spec.template, spec.version)
+                .map_err(|e| format!("template: {e}"))?;
+            let params = resolve_params(spec, &template.meta().params, at)?;
+            let result = ctx
+                .runner
+                .run_json(&owner, call(spec, template.version(), params.clone()))
+                .await
+                .map_err(|e| format!("the template failed: {e}"))?;
+            (result, template.version(), params, None)
+        }
+    };
     let queried_ms = started.elapsed().as_secs_f64() * 1000.0;
     let table = Table::from_result(&result);
     let rows = table.rows.len();
@@ -375,7 +420,8 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunEr
         title: spec.name.clone(),
         description: spec.description.clone(),
         template: spec.template.clone(),
-        version: template.version(),
+        version,
+        experiment,
         params: params.clone(),
         period: spec.period.clone(),
         generated_at: Utc::now(),
@@ -452,6 +498,7 @@ pub async fn generate(ctx: &Context, claimed: &Claimed) -> Result<Outcome, RunEr
     );
     record.params = Some(json!({
         "template": spec.template,
+        "experiment": spec.experiment,
         "params": params,
         "format": format,
         "stored": spec.delivery.store,

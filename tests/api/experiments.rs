@@ -53,6 +53,13 @@ async fn create(app: &TestApp, key: &str, body: Value) -> String {
     created["id"].as_str().unwrap().to_string()
 }
 
+/// Saves a metric as `key`: its id.
+async fn save_metric(app: &TestApp, key: &str, body: Value) -> String {
+    let (status, created, text) = call(app, Method::POST, "/v1/metrics", key, Some(body)).await;
+    assert_eq!(status, 201, "{text}");
+    created["id"].as_str().unwrap().to_string()
+}
+
 async fn results(app: &TestApp, key: &str, id: &str) -> Value {
     let path = format!("/v1/experiments/{id}/results");
     let (status, body, text) = call(app, Method::GET, &path, key, None).await;
@@ -123,6 +130,7 @@ async fn experiments_are_stored_shown_replaced_and_deleted_and_broken_definition
     let app = TestApp::spawn().await;
     let analyst = app.create_key("analyst").await;
     let marketer = app.create_key("marketer").await;
+    let support = app.create_key("support").await;
 
     let id = create(&app, &analyst, definition("checkout-button")).await;
     let path = format!("/v1/experiments/{id}");
@@ -147,10 +155,12 @@ async fn experiments_are_stored_shown_replaced_and_deleted_and_broken_definition
         &app,
         Method::POST,
         "/v1/experiments",
-        &marketer,
-        Some(definition("marketing")),
+        &support,
+        Some(definition("support")),
     )
     .await;
+    // Marketers run experiments of their own.
+    create(&app, &marketer, definition("marketing")).await;
     let (deleted, _, _) = call(&app, Method::DELETE, &path, &analyst, None).await;
     let (gone_status, gone, _) = call(&app, Method::GET, &path, &analyst, None).await;
 
@@ -185,7 +195,7 @@ async fn experiments_are_stored_shown_replaced_and_deleted_and_broken_definition
         not_allowed["error"]["message"]
             .as_str()
             .unwrap()
-            .starts_with("metrics[0]: role \"marketer\" may not run experiment_results"),
+            .starts_with("metrics[0]: role \"support\" may not run experiment_results"),
         "{not_allowed}"
     );
     assert_eq!(deleted, 204);
@@ -301,8 +311,14 @@ async fn the_seeded_experiments_find_the_planted_effect_and_no_difference_in_the
     let mut events = Vec::new();
     generate(&plan, |e| events.push(e));
     load(&app, &events).await;
+    // Both experiments use the same saved metrics.
+    let mut saved = Vec::new();
+    for metric in experiments::metrics() {
+        let id = save_metric(&app, &analyst, json!(metric)).await;
+        saved.push(serde_json::from_value(json!({ "metric": id })).unwrap());
+    }
     let mut bodies = Vec::new();
-    for spec in experiments::definitions(experiments::start_ms(&plan)) {
+    for spec in experiments::definitions(experiments::start_ms(&plan), &saved) {
         let id = create(&app, &analyst, json!(spec)).await;
         bodies.push(results(&app, &analyst, &id).await);
     }
@@ -323,4 +339,270 @@ async fn the_seeded_experiments_find_the_planted_effect_and_no_difference_in_the
     assert!(lift > 0.0, "{redesign}");
     let p = aa["p_value"].as_f64().unwrap();
     assert!(p > 0.05, "button_color_aa: p = {p}: {aa}");
+}
+
+/// A metric saved once serves several experiments and is read when results are computed: a
+/// corrected definition shows in every experiment that uses it. It cannot be deleted while one
+/// does, and an experiment may only use saved metrics its owner may see.
+#[tokio::test]
+async fn saved_metrics_are_declared_once_used_by_experiments_and_kept_while_used() {
+    let app = TestApp::spawn().await;
+    let analyst = app.create_key("analyst").await;
+    let other = app.create_key("analyst").await;
+    // Two experiments over the same users and purchases.
+    let (mut events, planted) = generate(41, "saved-metric", [300, 300], [0.2, 0.4], 0);
+    let (copy, _) = generate(41, "saved-metric-copy", [300, 300], [0.2, 0.4], 0);
+    events.extend(copy.into_iter().filter(|e| e["event"] != "purchase"));
+    load(&app, &events).await;
+    let purchase = json!({"name": "purchase", "description": "bought within 14 days",
+                          "kind": "conversion", "event": "purchase"});
+    let metric = save_metric(&app, &analyst, purchase.clone()).await;
+    let mut body = definition("saved-metric");
+    body["metrics"] = json!([{ "metric": metric }, {"name": "revenue", "kind": "mean",
+                              "event": "purchase", "property": "revenue"}]);
+    body["cuped"] = json!(false);
+    let first = create(&app, &analyst, body.clone()).await;
+    body["name"] = json!("saved-metric-copy");
+    let second = create(&app, &analyst, body.clone()).await;
+
+    for id in [&first, &second] {
+        let results = results(&app, &analyst, id).await;
+        let primary = &results["metrics"][0];
+        assert_eq!(primary["name"], "purchase", "{results}");
+        for (v, planted) in planted.iter().enumerate() {
+            assert_eq!(
+                primary["variants"][v]["converters"], planted.converters,
+                "{results}"
+            );
+        }
+    }
+    let (status, shown, _) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/experiments/{first}"),
+        &analyst,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &shown["metrics"][0]),
+        (200, &json!({ "metric": metric }))
+    );
+
+    // Corrected once (a purchase the same day only), used by both.
+    let mut corrected = purchase.clone();
+    corrected["window_days"] = json!(1);
+    let path = format!("/v1/metrics/{metric}");
+    let (status, _, text) = call(&app, Method::PUT, &path, &analyst, Some(corrected)).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, listed, _) = call(&app, Method::GET, "/v1/metrics", &analyst, None).await;
+    assert_eq!(
+        (status, listed["metrics"][0]["window_days"].as_u64()),
+        (200, Some(1))
+    );
+    let path_results = format!("/v1/experiments/{first}/results");
+    let response = app
+        .client
+        .get(app.url(&path_results))
+        .bearer_auth(&analyst)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    let fresh: Value = response.json().await.unwrap();
+    let converters = fresh["metrics"][0]["variants"][1]["converters"]
+        .as_u64()
+        .unwrap();
+    assert!(converters < planted[1].converters, "{fresh}");
+
+    // In use: kept, and the answer names the experiments.
+    let (status, refused, text) = call(&app, Method::DELETE, &path, &analyst, None).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("metric_in_use")),
+        "{text}"
+    );
+    assert!(text.contains("saved-metric-copy"), "{text}");
+
+    // Another caller's metric, or none: the field says which entry.
+    let mut stranger = definition("stranger");
+    stranger["metrics"] = json!([{ "metric": metric }]);
+    let (status, refused, text) = call(
+        &app,
+        Method::POST,
+        "/v1/experiments",
+        &other,
+        Some(stranger.clone()),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("metrics[0].metric: "),
+        "{text}"
+    );
+    stranger["metrics"] = json!([{ "metric": "6f1c2f7e-0000-4000-8000-000000000000" }]);
+    let (status, _, text) = call(
+        &app,
+        Method::POST,
+        "/v1/experiments",
+        &analyst,
+        Some(stranger),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    // Two metrics of one name.
+    body["name"] = json!("twice");
+    body["metrics"] = json!([{ "metric": metric }, {"name": "purchase", "kind": "conversion", "event": "purchase"}]);
+    let (status, refused, text) =
+        call(&app, Method::POST, "/v1/experiments", &analyst, Some(body)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("metrics[1].name: "),
+        "{text}"
+    );
+    // A metric that breaks a rule, and saved metrics do not run.
+    let (status, refused, _) = call(
+        &app,
+        Method::POST,
+        "/v1/metrics",
+        &analyst,
+        Some(json!({"name": "m", "kind": "mean", "event": "purchase"})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_metric"))
+    );
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("property: "));
+    let (status, _, _) = call(&app, Method::POST, &format!("{path}/run"), &analyst, None).await;
+    assert_eq!(status, 404);
+
+    for id in [&first, &second] {
+        let (status, _, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/v1/experiments/{id}"),
+            &analyst,
+            None,
+        )
+        .await;
+        assert_eq!(status, 204);
+    }
+    let (status, _, text) = call(&app, Method::DELETE, &path, &analyst, None).await;
+    assert_eq!(status, 204, "{text}");
+}
+
+/// Alerts and reports watch an experiment instead of a template: an alert fires when the primary
+/// metric's difference is significant, another reads the sample-ratio check; a report's file is
+/// the results table, a row per metric and variant.
+#[tokio::test]
+async fn alerts_and_reports_watch_an_experiment() {
+    let app = TestApp::spawn().await;
+    let analyst = app.create_key("analyst").await;
+    let other = app.create_key("analyst").await;
+    let (events, planted) = generate(43, "watched", [400, 400], [0.2, 0.4], 0);
+    load(&app, &events).await;
+    let mut body = definition("watched");
+    body["cuped"] = json!(false);
+    let id = create(&app, &analyst, body).await;
+    let shown = results(&app, &analyst, &id).await;
+    let p_value = shown["metrics"][0]["variants"][1]["comparison"]["p_value"]
+        .as_f64()
+        .unwrap();
+    assert!(p_value < 0.05, "{shown}");
+
+    let alert = |name: &str, column: &str, op: &str, threshold: f64| {
+        json!({"name": name, "experiment": id, "params": {"metric": "primary"},
+               "condition": {"column": column, "op": op, "threshold": threshold, "aggregate": "min"},
+               "schedule": "0 0 1 1 *",
+               "channels": [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}]})
+    };
+    let evaluate = |alert: Value| {
+        let app = &app;
+        let analyst = &analyst;
+        async move {
+            let (status, created, text) =
+                call(app, Method::POST, "/v1/alerts", analyst, Some(alert)).await;
+            assert_eq!(status, 201, "{text}");
+            let path = format!("/v1/alerts/{}/evaluate", created["id"].as_str().unwrap());
+            let (status, evaluated, text) = call(app, Method::POST, &path, analyst, None).await;
+            assert_eq!(status, 200, "{text}");
+            evaluated["result"].clone()
+        }
+    };
+    let significant = evaluate(alert("watched is significant", "p_value", "<", 0.05)).await;
+    assert_eq!(significant["state"], "firing", "{significant}");
+    assert!((significant["value"].as_f64().unwrap() - p_value).abs() < 1e-12);
+    let mismatch = evaluate(alert("watched split", "reliable", "<", 1.0)).await;
+    assert_eq!(
+        (&mismatch["state"], &mismatch["value"]),
+        (&json!("ok"), &json!(1.0)),
+        "{mismatch}"
+    );
+
+    let refused = |body: Value, key: String, field: &'static str| {
+        let app = &app;
+        async move {
+            let (status, _, text) = call(app, Method::POST, "/v1/alerts", &key, Some(body)).await;
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains(&format!("\"{field}: ")), "{field}: {text}");
+        }
+    };
+    refused(
+        alert("a", "max_amount", ">", 1.0),
+        analyst.clone(),
+        "condition.column",
+    )
+    .await;
+    let mut both = alert("b", "p_value", "<", 0.05);
+    both["template"] = json!("dau");
+    refused(both, analyst.clone(), "template").await;
+    let mut period = alert("c", "p_value", "<", 0.05);
+    period["params"] = json!({"from": "today-7d"});
+    refused(period, analyst.clone(), "params.from").await;
+    refused(
+        alert("d", "p_value", "<", 0.05),
+        other.clone(),
+        "experiment",
+    )
+    .await;
+
+    let report = json!({"name": "watched results", "experiment": id, "format": "csv"});
+    let (status, created, text) =
+        call(&app, Method::POST, "/v1/reports", &analyst, Some(report)).await;
+    assert_eq!(status, 201, "{text}");
+    let path = format!("/v1/reports/{}/run", created["id"].as_str().unwrap());
+    let (status, ran, text) = call(&app, Method::POST, &path, &analyst, None).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(ran["result"]["rows"], 4, "{ran}");
+    let csv = app
+        .client
+        .get(app.url(ran["result"]["download"].as_str().unwrap()))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("metric,primary,kind,variant,users,converters,rate"),
+        "{csv}"
+    );
+    let green = lines
+        .iter()
+        .find(|l| l.starts_with("purchase,1,conversion,green,"))
+        .expect("the primary metric's treatment row");
+    let converters: u64 = green.split(',').nth(5).unwrap().parse().unwrap();
+    assert_eq!(converters, planted[1].converters, "{csv}");
 }

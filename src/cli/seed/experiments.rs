@@ -16,7 +16,10 @@ use super::SeedPlan;
 use crate::access::auth::Principal;
 use crate::config::Settings;
 use crate::definitions::{Context, Kind};
-use crate::experiments::spec::{ExperimentSpec, Exposure, Metric, MetricKind, Variant};
+use crate::experiments::metrics::Metrics;
+use crate::experiments::spec::{
+    ExperimentSpec, Exposure, Metric, MetricEntry, MetricKind, SavedMetric, Variant,
+};
 use crate::experiments::Experiments;
 
 /// The experiment with a real effect: exposure at a user's first checkout.
@@ -122,23 +125,57 @@ pub fn start_ms(plan: &SeedPlan) -> i64 {
     plan.end_ms - i64::from(plan.days.min(EXPERIMENT_DAYS)) * DAY_MS
 }
 
-/// The two definitions, for experiments that started at `start_ms`: a purchase within a day of
+/// The metrics both experiments use, saved once (`/v1/metrics`): a purchase within a day of
 /// exposure (primary: within 14 days most users buy at some checkout whatever the variant, which
 /// hides a better checkout), revenue per user over 14 days and activity on day 7 after exposure.
-pub fn definitions(start_ms: i64) -> Vec<ExperimentSpec> {
+pub fn metrics() -> Vec<Metric> {
+    let metric =
+        |name: &str, description: &str, kind, property: Option<&str>, window_days| Metric {
+            name: name.into(),
+            description: description.into(),
+            kind,
+            event: "purchase".into(),
+            property: property.map(Into::into),
+            steps: Vec::new(),
+            day: None,
+            window_days,
+        };
+    vec![
+        metric(
+            "purchase",
+            "A purchase within a day of exposure",
+            MetricKind::Conversion,
+            None,
+            1,
+        ),
+        metric(
+            "revenue",
+            "Revenue per user over 14 days after exposure",
+            MetricKind::Mean,
+            Some("revenue"),
+            14,
+        ),
+        Metric {
+            event: "*".into(),
+            day: Some(7),
+            ..metric(
+                "active on day 7",
+                "Any event on the seventh day after exposure",
+                MetricKind::Retention,
+                None,
+                14,
+            )
+        },
+    ]
+}
+
+/// The two definitions, for experiments that started at `start_ms`, measuring `metrics` (the
+/// primary first): [`metrics`] by the ids they were saved under, or defined in place.
+pub fn definitions(start_ms: i64, metrics: &[MetricEntry]) -> Vec<ExperimentSpec> {
     let start: DateTime<Utc> = Utc
         .timestamp_millis_opt(start_ms)
         .single()
         .unwrap_or_default();
-    let metric = |name: &str, kind, property: Option<&str>, window_days| Metric {
-        name: name.into(),
-        kind,
-        event: "purchase".into(),
-        property: property.map(Into::into),
-        steps: Vec::new(),
-        day: None,
-        window_days,
-    };
     let spec = |name: &str, hypothesis: &str, variants: [&str; 2], sequential| ExperimentSpec {
         name: name.into(),
         hypothesis: hypothesis.into(),
@@ -152,15 +189,7 @@ pub fn definitions(start_ms: i64) -> Vec<ExperimentSpec> {
         exposure: Exposure::default(),
         start,
         end: None,
-        metrics: vec![
-            metric("purchase", MetricKind::Conversion, None, 1),
-            metric("revenue", MetricKind::Mean, Some("revenue"), 14),
-            Metric {
-                event: "*".into(),
-                day: Some(7),
-                ..metric("active on day 7", MetricKind::Retention, None, 14)
-            },
-        ],
+        metrics: metrics.to_vec(),
         minimum_detectable_effect: 0.1,
         sequential,
         cuped: false,
@@ -189,21 +218,39 @@ pub enum Stored {
     Kept(uuid::Uuid),
 }
 
-/// Stores [`definitions`] through the definitions repository, owned by the command line's admin
-/// principal (`cli:<login>`), unless experiments of those names exist: `(name, what happened)`.
+/// Stores [`metrics`] as saved metrics and [`definitions`] using them, through the definitions
+/// repository, owned by the command line's admin principal (`cli:<login>`), unless definitions of
+/// those names exist: `(name, what happened)` of each experiment.
 pub async fn store(settings: &Settings, start_ms: i64) -> anyhow::Result<Vec<(String, Stored)>> {
     let ctx = definitions_context(settings)?;
-    let existing = Experiments::list(&ctx.pool)
-        .await
-        .context("cannot list the stored experiments (run `chgate migrate` first?)")?;
     let owner = Principal {
         key_id: None,
         name: format!("cli:{}", crate::cli::login()),
         role: "admin".into(),
         attributes: Default::default(),
     };
+    let saved = Metrics::list(&ctx.pool)
+        .await
+        .context("cannot list the saved metrics (run `chgate migrate` first?)")?;
+    let mut entries = Vec::new();
+    for metric in metrics() {
+        let id = match saved.iter().find(|m| m.spec.name == metric.name) {
+            Some(view) => view.id,
+            None => {
+                let id = uuid::Uuid::new_v4();
+                crate::definitions::store::<Metrics>(&ctx, &owner, id, &metric, true)
+                    .await
+                    .with_context(|| format!("cannot save the metric {}", metric.name))?;
+                id
+            }
+        };
+        entries.push(MetricEntry::Saved(SavedMetric { metric: id }));
+    }
+    let existing = Experiments::list(&ctx.pool)
+        .await
+        .context("cannot list the stored experiments")?;
     let mut stored = Vec::new();
-    for spec in definitions(start_ms) {
+    for spec in definitions(start_ms, &entries) {
         let outcome = match existing.iter().find(|e| e.spec.name == spec.name) {
             Some(experiment) => Stored::Kept(experiment.id),
             None => {
@@ -397,10 +444,12 @@ mod tests {
             end_ms: 1_790_000_000_000,
             seed: 1,
         };
-        let definitions = definitions(start_ms(&plan));
+        let metrics: Vec<MetricEntry> = metrics().into_iter().map(MetricEntry::Defined).collect();
+        let definitions = definitions(start_ms(&plan), &metrics);
         assert_eq!(definitions.len(), 2);
         for spec in &definitions {
             spec.check().unwrap();
+            crate::experiments::spec::check_metric_names(&super::metrics()).unwrap();
             assert_eq!(spec.start.timestamp_millis(), start_ms(&plan));
             assert_eq!(spec.exposure.event, EXPOSURE_EVENT);
         }

@@ -187,7 +187,7 @@ pub fn generate(plan: &SeedPlan, mut emit: impl FnMut(Value)) {
     let start_ms = plan.end_ms - i64::from(plan.days) * day_ms;
     let experiments_start = experiments::start_ms(plan);
     for u in 0..plan.users {
-        let user = UserProfile::new(&mut rng, u);
+        let user = UserProfile::new(&mut rng, u, plan.seed);
         let mut assignments = experiments::Assignments::new(&user.id, experiments_start);
         // More users arrive early in the period, so later days have returning cohorts.
         let signup_day = (rng.random::<f64>().powf(1.3) * f64::from(plan.days)) as i64;
@@ -254,12 +254,19 @@ struct UserProfile {
 }
 
 impl UserProfile {
-    fn new(rng: &mut StdRng, index: usize) -> Self {
+    /// User `index` of the data set made with `seed`. Seed 1 (the default) names users
+    /// `user-000042`; other seeds add their own prefix, so a database topped up with another seed
+    /// gains new users instead of giving existing ones a second history (and a second exposure).
+    fn new(rng: &mut StdRng, index: usize, seed: u64) -> Self {
         let (platform, _, agents) = *pick(rng, PLATFORMS, |p| p.1);
         let country = pick(rng, COUNTRIES, |c| c.weight);
         let [a, b, c] = country.prefix;
         Self {
-            id: format!("user-{index:06}"),
+            id: if seed == 1 {
+                format!("user-{index:06}")
+            } else {
+                format!("user-s{seed}-{index:06}")
+            },
             platform,
             user_agent: agents[rng.random_range(0..agents.len())],
             country,

@@ -149,6 +149,9 @@ pub struct Header {
     pub description: String,
     pub template: String,
     pub version: u32,
+    /// The experiment whose results these are (its name), instead of a template's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
     /// The parameters the template ran with, relative dates resolved.
     pub params: Map<String, Value>,
     pub period: Option<String>,
@@ -157,11 +160,15 @@ pub struct Header {
 
 impl Header {
     fn lines(&self) -> Vec<(String, String)> {
-        let mut lines = vec![
-            (
+        let source = match &self.experiment {
+            Some(name) => ("Experiment".to_string(), name.clone()),
+            None => (
                 "Template".to_string(),
                 format!("{} v{}", self.template, self.version),
             ),
+        };
+        let mut lines = vec![
+            source,
             (
                 "Generated".to_string(),
                 self.generated_at
@@ -296,6 +303,7 @@ mod tests {
             description: String::new(),
             template: "t".into(),
             version: 1,
+            experiment: None,
             params: Map::new(),
             period: None,
             generated_at: chrono::Utc::now(),
