@@ -290,6 +290,15 @@ impl Application {
                 shutdown.clone(),
             );
         }
+        let rollups = &self.state.settings.rollups;
+        if rollups.finalize_secs > 0 {
+            crate::rollups::spawn(
+                self.state.clickhouse.clone(),
+                std::time::Duration::from_secs(rollups.finalize_secs),
+                rollups.finalize_days,
+                shutdown.clone(),
+            );
+        }
         if let Some(listener) = self.bi_listener {
             let bi = axum::serve(
                 listener,

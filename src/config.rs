@@ -35,6 +35,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub alerts: AlertSettings,
     pub reports: ReportSettings,
+    pub rollups: RollupSettings,
 }
 
 /// What the gateway's resident memory is bounded by, term by term (docs/security.md).
@@ -126,6 +127,26 @@ impl Default for SchedulerSettings {
             enabled: true,
             tick_ms: 1000,
             parallel: 4,
+        }
+    }
+}
+
+/// The finalizer of the rollups' closed periods (src/rollups).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupSettings {
+    /// How often this gateway finalizes the periods that closed or changed (0: never; then the
+    /// templates merge the rollups' states for every period).
+    pub finalize_secs: u64,
+    /// Periods that started at most this many days ago are finalized.
+    pub finalize_days: u32,
+}
+
+impl Default for RollupSettings {
+    fn default() -> Self {
+        Self {
+            finalize_secs: 60,
+            finalize_days: 400,
         }
     }
 }

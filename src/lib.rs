@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod query;
 pub mod reload;
 pub mod reports;
+pub mod rollups;
 pub mod schedule;
 pub mod segments;
 pub mod sql;

@@ -2,7 +2,8 @@
 description = """
 Daily active users: distinct users (user_id, else anonymous_id) with at least one event on each
 UTC day from `from` to `to` inclusive, bots excluded. Days without activity are listed with 0.
-Served from the dau_daily rollup; with `segment`, counted over the segment's members in `events`."""
+Served from the dau_daily rollup (closed days finalized in dau_final, used while no row has been
+added to them since); with `segment`, counted over the segment's members in `events`."""
 roles = ["admin", "analyst", "marketer", "support", "service"]
 cache_ttl_secs = 300
 max_execution_secs = 10
@@ -40,16 +41,20 @@ name = "iOS users in Russia in November 2026"
 params = { from = "2026-11-01", to = "2026-11-30", platform = "ios", country = "RU" }
 ---*/
 {% set members %}actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID})){% endset %}
+{% set filters %}{% if platform %} AND platform = {platform:String}{% endif %}{% if country %} AND country = {country:String}{% endif %}{% endset %}
 {% if segment is not none %}
 SELECT toDate(timestamp) AS day, uniq(actor_id) AS users
 FROM events
 WHERE timestamp >= toDateTime({from:Date}) AND timestamp < toDateTime({to:Date} + 1) AND is_bot = 0
-  AND {{ members }}
+  AND {{ members }}{{ filters }}
+GROUP BY day
 {% else %}
-SELECT day, uniqMerge(users) AS users
-FROM dau_daily
-WHERE day BETWEEN {from:Date} AND {to:Date}
-{% endif %}{% if platform %}  AND platform = {platform:String}
-{% endif %}{% if country %}  AND country = {country:String}
-{% endif %}GROUP BY day
+{% set bucket = "toDate" %}
+{% set granularity_sql = "'day'" %}
+SELECT period AS day, users
+FROM
+(
+{% include "dau/_users.sql" %}
+)
+{% endif %}
 ORDER BY day WITH FILL FROM {from:Date} TO {to:Date} + 1

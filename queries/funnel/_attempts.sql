@@ -1,6 +1,8 @@
 {#- One row per user who entered the funnel: the attempt chosen by `attempt` (see funnel/v2),
     its furthest step `level`, the times t1..tN of its steps (ms after `from`, plus 1; 0 for steps
-    it did not reach) and the breakdown value of its step-1 event.
+    it did not reach) and the breakdown value of its step-1 event. Users are grouped by
+    cityHash64(actor_id): cheaper than grouping the text, and two of a million users share a hash
+    with odds of about 3e-8.
 
     A user's events in the range become one sorted array of UInt64 keys:
         bits 24..63  ms since `from`, plus 1    (time order; never 0)
@@ -123,7 +125,7 @@ FROM
                 FROM
                 (
                     SELECT
-                        actor_id,
+                        cityHash64(actor_id) AS user_key,
                         bitShiftLeft(toUInt64(toUnixTimestamp64Milli(timestamp) - toUnixTimestamp({from:DateTime}) * 1000 + 1), 24)
                             + bitShiftLeft(toUInt64(multiIf({% for k in range(1, n + 1) %}step{{ k }}, {{ k }}, {% endfor %}0)), 20)
 {% for k in range(1, n + 1) %}
@@ -169,7 +171,7 @@ FROM
 {% endif %}
                     )
                 )
-                GROUP BY actor_id
+                GROUP BY user_key
             )
         )
     )

@@ -38,6 +38,7 @@ name = "daily revenue, last 30 days"
 params = { from = "today-30d", to = "today" }
 ---*/
 {% set bucket = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}[granularity] %}
+{% set only_currency %}{% if currency %} AND currency = {currency:String}{% endif %}{% endset %}
 {% set members %}actor_id IN (SELECT actor_id FROM segment_members WHERE segment_id = {segment:UUID} AND computed_at = (SELECT max(computed_at) FROM segment_members WHERE segment_id = {segment:UUID})){% endset %}
 SELECT
     r.period AS period,
@@ -57,13 +58,43 @@ FROM
     WHERE event IN ('purchase', 'refund') AND is_bot = 0
       AND timestamp >= toDateTime({from:Date}) AND timestamp < toDateTime({to:Date} + 1)
       AND {{ members }}
+{% if currency %}      AND currency = {currency:String}
+{% endif %}    GROUP BY period, currency
 {% else %}
+    {#- Closed periods come from revenue_final where its fingerprint (orders and refunds counted)
+        still equals the rollup's over the same days (src/rollups); the others merge states. -#}
+    WITH
+    live AS
+    (
+        SELECT {{ bucket }}(day) AS period, toString(currency) AS currency, sum(orders) + sum(refunds) AS fingerprint
+        FROM revenue_daily
+        WHERE day BETWEEN {from:Date} AND {to:Date}{{ only_currency }}
+        GROUP BY period, currency
+    ),
+    known AS
+    (
+        SELECT f.period AS period, f.currency AS currency, f.revenue AS revenue, f.orders AS orders, f.payers AS payers
+        FROM
+        (
+            SELECT period, toString(currency) AS currency, argMax(revenue, finalized_at) AS revenue,
+                   argMax(orders, finalized_at) AS orders, argMax(payers, finalized_at) AS payers,
+                   argMax(fingerprint, finalized_at) AS fingerprint
+            FROM revenue_final
+            WHERE granularity = {granularity:String}
+              AND period BETWEEN {{ bucket }}({from:Date}) AND {to:Date}{{ only_currency }}
+            GROUP BY period, currency
+        ) AS f
+        INNER JOIN live AS l ON l.period = f.period AND l.currency = f.currency AND l.fingerprint = f.fingerprint
+    )
+    SELECT period, currency, revenue, orders, payers FROM known
+    UNION ALL
     SELECT {{ bucket }}(day) AS period, toString(currency) AS currency,
            sum(gross) - sum(refunded) AS revenue, sum(orders) AS orders, uniqMerge(payers) AS payers
     FROM revenue_daily
-    WHERE day BETWEEN {from:Date} AND {to:Date}
-{% endif %}{% if currency %}      AND currency = {currency:String}
-{% endif %}    GROUP BY period, currency
+    WHERE day BETWEEN {from:Date} AND {to:Date}{{ only_currency }}
+      AND ({{ bucket }}(day), toString(currency)) IN (SELECT period, currency FROM live WHERE (period, currency) NOT IN (SELECT period, currency FROM known))
+    GROUP BY period, currency
+{% endif %}
 ) AS r
 LEFT JOIN
 (
@@ -72,10 +103,10 @@ LEFT JOIN
     FROM events
     WHERE is_bot = 0 AND timestamp >= toDateTime({from:Date}) AND timestamp < toDateTime({to:Date} + 1)
       AND {{ members }}
+    GROUP BY period
 {% else %}
-    SELECT {{ bucket }}(day) AS period, uniqMerge(users) AS users
-    FROM dau_daily
-    WHERE day BETWEEN {from:Date} AND {to:Date}
-{% endif %}    GROUP BY period
+{% set granularity_sql = "{granularity:String}" %}
+{% include "dau/_users.sql" %}
+{% endif %}
 ) AS a ON a.period = r.period
 ORDER BY period, currency

@@ -95,6 +95,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Finalize the closed periods of the rollups now (as gateways do every
+    /// rollups.finalize_secs): their distinct counts are stored beside the states, so long ranges
+    /// read them (docs/architecture.md, src/rollups).
+    FinalizeRollups,
     /// Check the query templates (the gate for pull requests): metadata, rendering of every
     /// example, the SQL guard, parameter types; with --live also EXPLAIN and fixture tests.
     Check {
@@ -214,6 +218,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await;
             }
             write_out(report.render(dry_run).trim_end())
+        }
+        Command::FinalizeRollups => {
+            let clickhouse = ClickHouse::new(&settings.clickhouse);
+            let pass = crate::rollups::finalize(&clickhouse, settings.rollups.finalize_days).await;
+            write_out(&format!(
+                "finalized in {} ms; the final tables hold {} rows",
+                pass.elapsed_ms, pass.rows
+            ))?;
+            if !pass.errors.is_empty() {
+                bail!("{}", pass.errors.join("; "));
+            }
+            Ok(())
         }
         Command::Check { dir, live } => {
             let dir = dir.unwrap_or_else(|| settings.catalog.dir.clone());

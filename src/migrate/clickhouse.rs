@@ -79,10 +79,14 @@ pub fn tables() -> anyhow::Result<std::collections::BTreeSet<String>> {
 }
 
 /// The columns of the tables the migrations create with a column list (`CREATE TABLE … AS other`
-/// takes the other's), by table name. Views are left out.
+/// takes the other's) or add (`ALTER TABLE … ADD COLUMN IF NOT EXISTS`), by table name. Views are
+/// left out.
 pub fn table_columns() -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
     let create = regex::Regex::new(
         r"(?i)CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+\$\{database\}\.([A-Za-z0-9_]+)\s*(\(|AS\s+\$\{database\}\.([A-Za-z0-9_]+))",
+    )?;
+    let added = regex::Regex::new(
+        r"(?i)ALTER\s+TABLE\s+\$\{database\}\.([A-Za-z0-9_]+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+`?([A-Za-z0-9_]+)",
     )?;
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for migration in embedded()? {
@@ -142,6 +146,13 @@ pub fn table_columns() -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
                 .collect();
             out.insert(name.as_str().to_string(), columns);
         }
+        for c in added.captures_iter(sql) {
+            if let (Some(table), Some(column)) = (c.get(1), c.get(2)) {
+                out.entry(table.as_str().to_string())
+                    .or_default()
+                    .insert(column.as_str().to_string());
+            }
+        }
     }
     Ok(out)
 }
@@ -164,7 +175,10 @@ impl ClickHouseMigrator {
     /// A migrator for the migrations compiled into the binary.
     pub fn embedded(settings: &ClickHouseSettings) -> Self {
         Self {
-            client: base_client(settings),
+            // `ALTER TABLE <view> MODIFY QUERY` needs it before ClickHouse 24 (later versions
+            // ignore the setting).
+            client: base_client(settings)
+                .with_setting("allow_experimental_alter_materialized_view_structure", "1"),
             database: settings.database.clone(),
             migrations: embedded(),
         }

@@ -184,6 +184,19 @@ pub async fn run(
         return Ok(format!("{} events of {} users", data.events, data.users));
     }
     settle(&client, &mut log).await?;
+    // As the gateways do every rollups.finalize_secs: the closed days' distinct counts.
+    let pass = crate::rollups::finalize(
+        &crate::storage::clickhouse::ClickHouse::new(&settings.clickhouse),
+        settings.rollups.finalize_days,
+    )
+    .await;
+    if !pass.errors.is_empty() {
+        anyhow::bail!("finalizing the rollups failed: {}", pass.errors.join("; "));
+    }
+    log(&format!(
+        "finalized the rollups' closed periods in {} ms ({} rows in the final tables)",
+        pass.elapsed_ms, pass.rows
+    ));
     let parts: Vec<(String, u64, u64)> = client
         .query(
             "SELECT table, count(), sum(rows) FROM system.parts WHERE database = currentDatabase() \

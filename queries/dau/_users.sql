@@ -1,0 +1,35 @@
+{#- Distinct users per period (`bucket`: toDate, toMonday or toStartOfMonth of the day) from `from`
+    to `to`, with the dau template's `platform` and `country` filters when the including template
+    has them, as rows (period, users). Closed periods come from dau_final while its fingerprint
+    still equals the rollup's (no row added since they were finalized: src/rollups); the others
+    merge dau_daily's states. `granularity_sql`: the final rows' granularity, as SQL. -#}
+{% set users_filters %}{% if platform is defined and platform %} AND platform = {platform:String}{% endif %}{% if country is defined and country %} AND country = {country:String}{% endif %}{% endset %}
+    WITH
+    live AS
+    (
+        SELECT {{ bucket }}(day) AS period, sum(events) AS fingerprint
+        FROM dau_daily
+        WHERE day BETWEEN {from:Date} AND {to:Date}{{ users_filters }}
+        GROUP BY period
+    ),
+    known AS
+    (
+        SELECT f.period AS period, f.users AS users
+        FROM
+        (
+            SELECT period, argMax(users, finalized_at) AS users, argMax(fingerprint, finalized_at) AS fingerprint
+            FROM dau_final
+            WHERE granularity = {{ granularity_sql }}
+              AND by_platform = {% if platform is defined and platform %}1{% else %}0{% endif %} AND by_country = {% if country is defined and country %}1{% else %}0{% endif %}
+              AND period BETWEEN {{ bucket }}({from:Date}) AND {to:Date}{{ users_filters }}
+            GROUP BY period
+        ) AS f
+        INNER JOIN live AS l ON l.period = f.period AND l.fingerprint = f.fingerprint
+    )
+    SELECT period, users FROM known
+    UNION ALL
+    SELECT {{ bucket }}(day) AS period, uniqMerge(users) AS users
+    FROM dau_daily
+    WHERE day BETWEEN {from:Date} AND {to:Date}{{ users_filters }}
+      AND {{ bucket }}(day) IN (SELECT period FROM live WHERE period NOT IN (SELECT period FROM known))
+    GROUP BY period
