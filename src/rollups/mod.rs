@@ -263,7 +263,10 @@ pub async fn finalize(clickhouse: &ClickHouse, days: u32) -> Pass {
             )),
         }
     }
-    pass.rows = written(clickhouse).await.unwrap_or_default();
+    match written(clickhouse).await {
+        Ok(rows) => pass.rows = rows,
+        Err(e) => pass.errors.push(format!("counting the final rows: {e}")),
+    }
     pass.elapsed_ms = started.elapsed().as_millis() as u64;
     pass
 }
@@ -273,7 +276,7 @@ async fn written(clickhouse: &ClickHouse) -> Result<u64, clickhouse::error::Erro
     clickhouse
         .client()
         .query(
-            "SELECT toUInt64(sum(total_rows)) FROM system.tables
+            "SELECT toUInt64(sum(ifNull(total_rows, 0))) FROM system.tables
              WHERE database = ? AND name IN ('dau_final', 'revenue_final', 'ops_final')",
         )
         .bind(clickhouse.database())

@@ -231,6 +231,7 @@ async fn finalized_periods_answer_as_the_states_do_and_a_late_row_shows_at_once(
     let clickhouse = chgate::storage::clickhouse::ClickHouse::new(&app.settings().clickhouse);
     let pass = chgate::rollups::finalize(&clickhouse, 400).await;
     assert!(pass.errors.is_empty(), "{:?}", pass.errors);
+    assert!(pass.rows > 0, "{pass:?}");
     let finalized = tsv(
         &app,
         "SELECT (SELECT count() FROM dau_final), (SELECT count() FROM revenue_final), (SELECT count() FROM ops_final)",
