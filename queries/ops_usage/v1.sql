@@ -42,29 +42,29 @@ params = { from = "today", to = "now", granularity = "hour", operation = "paymen
 {#- Closed periods come from ops_final where its fingerprint (the operations counted) still equals
     the rollup's (src/rollups); the other periods merge the rollup's states. -#}
 WITH
-live AS
+checked AS
 (
-    SELECT period, operation, sum(ops) AS fingerprint
-    FROM {{ table }}
-    WHERE {{ range }}
-    GROUP BY period, operation
-),
-known AS
-(
-    SELECT f.period AS period, f.operation AS operation, f.ops AS ops, f.errors AS errors,
-           f.unique_users AS unique_users, f.duration_sum AS duration_sum, f.duration_n AS duration_n, f.p95_ms AS p95_ms
+    SELECT l.period AS period, l.operation AS operation, f.ops AS ops, f.errors AS errors,
+           f.unique_users AS unique_users, f.duration_sum AS duration_sum, f.duration_n AS duration_n, f.p95_ms AS p95_ms,
+           f.present = 1 AND f.fingerprint = l.fingerprint AS fresh
     FROM
+    (
+        SELECT period, operation, sum(ops) AS fingerprint
+        FROM {{ table }}
+        WHERE {{ range }}
+        GROUP BY period, operation
+    ) AS l
+    LEFT JOIN
     (
         SELECT period, operation,
                argMax(ops, finalized_at) AS ops, argMax(errors, finalized_at) AS errors,
                argMax(unique_users, finalized_at) AS unique_users, argMax(duration_sum, finalized_at) AS duration_sum,
                argMax(duration_n, finalized_at) AS duration_n, argMax(p95_ms, finalized_at) AS p95_ms,
-               argMax(fingerprint, finalized_at) AS fingerprint
+               argMax(fingerprint, finalized_at) AS fingerprint, toUInt8(1) AS present
         FROM ops_final
         WHERE granularity = {granularity:String} AND {{ range }}
         GROUP BY period, operation
-    ) AS f
-    INNER JOIN live AS l ON l.period = f.period AND l.operation = f.operation AND l.fingerprint = f.fingerprint
+    ) AS f ON f.period = l.period AND f.operation = l.operation
 )
 SELECT
     period,
@@ -77,7 +77,7 @@ SELECT
     p95_ms
 FROM
 (
-    SELECT period, operation, ops, errors, unique_users, duration_sum, duration_n, p95_ms FROM known
+    SELECT period, operation, ops, errors, unique_users, duration_sum, duration_n, p95_ms FROM checked WHERE fresh
     UNION ALL
     SELECT
         period,
@@ -90,7 +90,7 @@ FROM
         if(merged_duration_n = 0, NULL, round(toFloat64(arrayElement(quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q), 2)), 3)) AS merged_p95_ms
     FROM {{ table }}
     WHERE {{ range }}
-      AND (operation, period) IN (SELECT operation, period FROM live WHERE (operation, period) NOT IN (SELECT operation, period FROM known))
+      AND (operation, period) IN (SELECT operation, period FROM checked WHERE NOT fresh)
     GROUP BY period, operation
 )
 ORDER BY period, operation

@@ -64,35 +64,35 @@ FROM
     {#- Closed periods come from revenue_final where its fingerprint (orders and refunds counted)
         still equals the rollup's over the same days (src/rollups); the others merge states. -#}
     WITH
-    live AS
+    checked AS
     (
-        SELECT {{ bucket }}(day) AS period, toString(currency) AS currency, sum(orders) + sum(refunds) AS fingerprint
-        FROM revenue_daily
-        WHERE day BETWEEN {from:Date} AND {to:Date}{{ only_currency }}
-        GROUP BY period, currency
-    ),
-    known AS
-    (
-        SELECT f.period AS period, f.currency AS currency, f.revenue AS revenue, f.orders AS orders, f.payers AS payers
+        SELECT l.period AS period, l.currency AS currency, f.revenue AS revenue, f.orders AS orders, f.payers AS payers,
+               f.present = 1 AND f.fingerprint = l.fingerprint AS fresh
         FROM
+        (
+            SELECT {{ bucket }}(day) AS period, toString(currency) AS currency, sum(orders) + sum(refunds) AS fingerprint
+            FROM revenue_daily
+            WHERE day BETWEEN {from:Date} AND {to:Date}{{ only_currency }}
+            GROUP BY period, currency
+        ) AS l
+        LEFT JOIN
         (
             SELECT period, toString(currency) AS currency, argMax(revenue, finalized_at) AS revenue,
                    argMax(orders, finalized_at) AS orders, argMax(payers, finalized_at) AS payers,
-                   argMax(fingerprint, finalized_at) AS fingerprint
+                   argMax(fingerprint, finalized_at) AS fingerprint, toUInt8(1) AS present
             FROM revenue_final
             WHERE granularity = {granularity:String}
               AND period BETWEEN {{ bucket }}({from:Date}) AND {to:Date}{{ only_currency }}
             GROUP BY period, currency
-        ) AS f
-        INNER JOIN live AS l ON l.period = f.period AND l.currency = f.currency AND l.fingerprint = f.fingerprint
+        ) AS f ON f.period = l.period AND f.currency = l.currency
     )
-    SELECT period, currency, revenue, orders, payers FROM known
+    SELECT period, currency, revenue, orders, payers FROM checked WHERE fresh
     UNION ALL
     SELECT {{ bucket }}(day) AS period, toString(currency) AS currency,
            sum(gross) - sum(refunded) AS revenue, sum(orders) AS orders, uniqMerge(payers) AS payers
     FROM revenue_daily
     WHERE day BETWEEN {from:Date} AND {to:Date}{{ only_currency }}
-      AND ({{ bucket }}(day), toString(currency)) IN (SELECT period, currency FROM live WHERE (period, currency) NOT IN (SELECT period, currency FROM known))
+      AND ({{ bucket }}(day), toString(currency)) IN (SELECT period, currency FROM checked WHERE NOT fresh)
     GROUP BY period, currency
 {% endif %}
 ) AS r
