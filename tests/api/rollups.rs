@@ -119,6 +119,14 @@ async fn every_rollup_equals_the_aggregate_of_the_raw_events() {
         "SELECT actor_id, min(timestamp), max(timestamp), argMin(toString(platform), timestamp), argMin(toString(country), timestamp) FROM events WHERE is_bot = 0 GROUP BY actor_id ORDER BY actor_id",
     )
     .await;
+    assert_same(
+        &app,
+        "SELECT day, user_key, arraySort(groupArrayMerge(keys)) FROM user_day_events GROUP BY ALL ORDER BY ALL",
+        "SELECT toDate(timestamp) AS day, cityHash64(actor_id) AS user_key, \
+         arraySort(groupArray(bitShiftLeft(toUInt64(toUnixTimestamp64Milli(timestamp)), 20) + bitAnd(cityHash64(toString(event)), 1048575))) \
+         FROM events WHERE is_bot = 0 GROUP BY ALL ORDER BY ALL",
+    )
+    .await;
     for (table, period) in [
         ("ops_hourly", "toStartOfHour(timestamp)"),
         ("ops_daily", "toDateTime(toStartOfDay(timestamp), 'UTC')"),
