@@ -276,6 +276,26 @@ pub fn invalid<K: Kind>(error: Invalid) -> DefinitionError {
 /// The columns of `definitions` a kind's view selects as `d`.
 pub const COLUMNS: &str = "d.id, d.name, d.spec, d.owner_name, d.owner_role, d.owner_key_id, d.owner_attributes, d.created_at, d.updated_at";
 
+/// The view of a kind that keeps nothing besides its definition (a report, an experiment, a saved
+/// metric): its id, its spec's fields, its owner, when it was created and last changed.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Stored<S> {
+    pub id: Uuid,
+    #[serde(flatten)]
+    #[sqlx(json)]
+    pub spec: S,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub owner: Owner,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The query of the views of kind `kind` when it keeps nothing besides ([`Stored`]).
+pub fn select_stored(kind: &str) -> String {
+    format!("SELECT {COLUMNS} FROM definitions AS d WHERE d.kind = '{kind}'")
+}
+
 /// The definition `id` of kind `K`, when `principal` may see it.
 pub async fn visible<K: Kind>(
     ctx: &Context,

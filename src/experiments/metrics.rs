@@ -6,8 +6,6 @@
 //!
 //! Like every definition, a saved metric is its owner's (and admins') to see and use.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -23,18 +21,7 @@ use crate::schedule::{Claimed, Outcome, RunError};
 pub const KIND: &str = "metric";
 
 /// A saved metric as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct SavedMetricView {
-    pub id: Uuid,
-    #[serde(flatten)]
-    #[sqlx(json)]
-    pub spec: Metric,
-    #[serde(flatten)]
-    #[sqlx(flatten)]
-    pub owner: Owner,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+pub type SavedMetricView = crate::definitions::Stored<Metric>;
 
 /// Saved metrics: definitions of kind `metric`; they never run on their own.
 pub struct Metrics;
@@ -82,10 +69,7 @@ impl Kind for Metrics {
     }
 
     fn select() -> String {
-        format!(
-            "SELECT {} FROM definitions AS d WHERE d.kind = '{KIND}'",
-            crate::definitions::COLUMNS
-        )
+        crate::definitions::select_stored(KIND)
     }
 
     fn owner(view: &SavedMetricView) -> &Owner {

@@ -19,9 +19,7 @@ pub mod watch;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{json, Map, Value};
-use uuid::Uuid;
 
 use self::spec::{check_metric_names, ExperimentSpec, Metric};
 use crate::access::auth::Principal;
@@ -42,18 +40,7 @@ const TEMPLATE_VERSION: u32 = 1;
 const RUN_SLOT_WAIT: Duration = Duration::from_secs(60);
 
 /// An experiment as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Experiment {
-    pub id: Uuid,
-    #[serde(flatten)]
-    #[sqlx(json)]
-    pub spec: ExperimentSpec,
-    #[serde(flatten)]
-    #[sqlx(flatten)]
-    pub owner: Owner,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+pub type Experiment = crate::definitions::Stored<ExperimentSpec>;
 
 /// Experiments: definitions of kind `experiment`; nothing kept besides.
 pub struct Experiments;
@@ -105,10 +92,7 @@ impl Kind for Experiments {
     }
 
     fn select() -> String {
-        format!(
-            "SELECT {} FROM definitions AS d WHERE d.kind = '{JOB_KIND}'",
-            crate::definitions::COLUMNS
-        )
+        crate::definitions::select_stored(JOB_KIND)
     }
 
     fn owner(experiment: &Experiment) -> &Owner {

@@ -47,7 +47,11 @@ const ROLLUPS: &[(&str, &str, Rebuild)] = &[
     ),
     ("revenue_daily_mv", "revenue_daily", Rebuild::Days("day")),
     ("user_first_seen_mv", "user_first_seen", Rebuild::Actors),
-    ("user_day_events_mv", "user_day_events", Rebuild::Days("day")),
+    (
+        "user_day_events_mv",
+        "user_day_events",
+        Rebuild::Days("day"),
+    ),
 ];
 
 /// How often a day is rebuilt before the command gives up on it (see [`verify`]).

@@ -98,18 +98,7 @@ impl Default for Delivery {
 }
 
 /// A report as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Report {
-    pub id: Uuid,
-    #[serde(flatten)]
-    #[sqlx(json)]
-    pub spec: ReportSpec,
-    #[serde(flatten)]
-    #[sqlx(flatten)]
-    pub owner: Owner,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+pub type Report = crate::definitions::Stored<ReportSpec>;
 
 /// Reports: definitions of kind `report`; their files are in `report_files`.
 pub struct Reports;
@@ -137,10 +126,7 @@ impl Kind for Reports {
     }
 
     fn select() -> String {
-        format!(
-            "SELECT {} FROM definitions AS d WHERE d.kind = '{JOB_KIND}'",
-            crate::definitions::COLUMNS
-        )
+        crate::definitions::select_stored(JOB_KIND)
     }
 
     fn owner(report: &Report) -> &Owner {
