@@ -16,6 +16,7 @@ pub mod glob;
 pub mod http;
 pub mod ingest;
 pub mod migrate;
+pub mod predictions;
 pub mod query;
 pub mod reload;
 pub mod reports;

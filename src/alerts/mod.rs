@@ -87,6 +87,12 @@ pub struct Condition {
     /// Which value of the column: the last row's (default), the first's, or over all rows.
     #[serde(default)]
     pub aggregate: Aggregate,
+    /// `anomaly`: points per seasonal cycle of the series (default 7: days of a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub season: Option<usize>,
+    /// `anomaly`: the least absolute deviation from the expected value that counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_deviation: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +111,11 @@ pub enum Op {
     /// … fires at `threshold` or less (a drop of 20 % is `-20`).
     #[serde(rename = "change_pct_below")]
     ChangeBelow,
+    /// The last row lies outside the band the series' trend and weekly (or `season`) cycle
+    /// expect: its deviation, in robust standard deviations, is `threshold` or more either way
+    /// ([`crate::predictions::anomaly`]).
+    #[serde(rename = "anomaly")]
+    Anomaly,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,46 +148,36 @@ impl Condition {
             Op::AtMost => "<=",
             Op::ChangeAbove => "changed by >= (%)",
             Op::ChangeBelow => "changed by <= (%)",
+            Op::Anomaly => "deviates by >= (robust sd)",
         };
         let of = match self.op {
             Op::ChangeAbove | Op::ChangeBelow => "change".to_string(),
+            Op::Anomaly => "anomaly".to_string(),
             _ => format!("{:?}", self.aggregate).to_lowercase(),
         };
         format!("{of}({}) {op} {}", self.column, self.threshold)
     }
 
-    /// The observed value: `None` when the result has no rows to judge (never fires).
+    /// The observed value: `None` when the result has no rows to judge (never fires). For
+    /// `anomaly`, the last row's deviation in robust standard deviations (0 when it is under
+    /// `min_deviation` from the expected value; none while the series is too short).
     pub fn observe(&self, result: &Value) -> Result<Option<f64>, String> {
-        let columns: Vec<&str> = result["meta"]
-            .as_array()
-            .map(|m| m.iter().filter_map(|c| c["name"].as_str()).collect())
-            .unwrap_or_default();
-        if !columns.contains(&self.column.as_str()) {
-            return Err(format!(
-                "condition.column: the result has no column {:?} (columns: {})",
-                self.column,
-                columns.join(", ")
-            ));
-        }
-        let mut values = Vec::new();
-        for row in result["data"].as_array().into_iter().flatten() {
-            let cell = &row[&self.column];
-            let value = match cell {
-                Value::Number(n) => n.as_f64(),
-                Value::String(s) => s.parse::<f64>().ok(),
-                Value::Null => None,
-                _ => None,
-            };
-            match value {
-                Some(v) => values.push(v),
-                None if cell.is_null() => {}
-                None => {
-                    return Err(format!(
-                        "condition.column: {:?} is not numeric (found {cell})",
-                        self.column
-                    ))
-                }
+        let values = crate::predictions::series(result, &self.column)
+            .map_err(|e| format!("condition.column: {e}"))?;
+        if self.op == Op::Anomaly {
+            let settings = self.anomaly_settings();
+            if values.len() < crate::predictions::anomaly::needed(settings.season).max(3) {
+                return Ok(None);
             }
+            let points = crate::predictions::anomaly::detect(&values, settings)
+                .map_err(|e| format!("condition: {e}"))?;
+            return Ok(points.last().map(|p| {
+                if (p.value - p.expected).abs() >= settings.min_deviation {
+                    p.deviation
+                } else {
+                    0.0
+                }
+            }));
         }
         if matches!(self.op, Op::ChangeAbove | Op::ChangeBelow) {
             let [.., previous, last] = values.as_slice() else {
@@ -196,8 +197,18 @@ impl Condition {
         })
     }
 
+    /// The settings of an `anomaly` condition: `threshold` is the sensitivity.
+    pub fn anomaly_settings(&self) -> crate::predictions::anomaly::Settings {
+        crate::predictions::anomaly::Settings {
+            season: self.season.unwrap_or(crate::predictions::DEFAULT_SEASON),
+            sensitivity: self.threshold,
+            min_deviation: self.min_deviation.unwrap_or(0.0),
+        }
+    }
+
     pub fn holds(&self, value: f64) -> bool {
         match self.op {
+            Op::Anomaly => value.abs() >= self.threshold,
             Op::Above => value > self.threshold,
             Op::AtLeast | Op::ChangeAbove => value >= self.threshold,
             Op::Below => value < self.threshold,
@@ -557,6 +568,32 @@ pub fn validate(
             "must be a finite number",
         ));
     }
+    let condition = &spec.condition;
+    if condition.op == Op::Anomaly {
+        if condition.threshold <= 0.0 {
+            return Err(Invalid::new(
+                "condition.threshold",
+                "is the sensitivity of an anomaly condition: robust standard deviations, above 0 (3.5 is usual)",
+            ));
+        }
+        if condition.season.is_some_and(|s| !(1..=366).contains(&s)) {
+            return Err(Invalid::new(
+                "condition.season",
+                "must be 1 to 366 points per cycle",
+            ));
+        }
+        if condition
+            .min_deviation
+            .is_some_and(|d| !(d.is_finite() && d >= 0.0))
+        {
+            return Err(Invalid::new("condition.min_deviation", "must be 0 or more"));
+        }
+    } else if condition.season.is_some() || condition.min_deviation.is_some() {
+        return Err(Invalid::new(
+            "condition",
+            "season and min_deviation belong to an anomaly condition",
+        ));
+    }
     if spec.channels.is_empty() {
         return Err(Invalid::new("channels", "at least one channel is needed"));
     }
@@ -632,7 +669,30 @@ mod tests {
             op,
             threshold,
             aggregate,
+            season: None,
+            min_deviation: None,
         }
+    }
+
+    #[test]
+    fn an_anomaly_condition_reads_the_last_rows_deviation_from_the_weekly_cycle() {
+        // Four weeks of a weekly cycle with a little wobble, then a Monday at triple its usual.
+        let mut values: Vec<Value> = (0..29)
+            .map(|day| json!(if day % 7 >= 5 { 60.0 } else { 100.0 } + f64::from(day % 3)))
+            .collect();
+        let anomaly = condition(Op::Anomaly, 3.5, Aggregate::Last);
+        let usual = anomaly.observe(&result(&values)).unwrap().unwrap();
+        assert!(!anomaly.holds(usual), "{usual}");
+        *values.last_mut().unwrap() = json!(300.0);
+        let spike = anomaly.observe(&result(&values)).unwrap().unwrap();
+        assert!(anomaly.holds(spike) && spike > 0.0, "{spike}");
+        let small = Condition {
+            min_deviation: Some(500.0),
+            ..anomaly.clone()
+        };
+        assert_eq!(small.observe(&result(&values)), Ok(Some(0.0)));
+        // Too short a series to judge: never fires.
+        assert_eq!(anomaly.observe(&result(&values[..10])), Ok(None));
     }
 
     fn result(values: &[Value]) -> Value {

@@ -55,6 +55,7 @@ error_codes! {
     InvalidReport = "invalid_report", 400, "A report definition breaks a rule.";
     InvalidSegment = "invalid_segment", 400, "A segment definition breaks a rule.";
     InvalidExperiment = "invalid_experiment", 400, "An experiment definition breaks a rule.";
+    InvalidPrediction = "invalid_prediction", 400, "A prediction request breaks a rule (its column, season or thresholds, or a series too short).";
     InvalidMetric = "invalid_metric", 400, "A saved metric definition breaks a rule, or an experiment refers to a saved metric it may not use.";
     StaticSegment = "static_segment", 400, "A static segment cannot be changed; create a new one.";
     NotComputed = "not_computed", 400, "The segment has not been computed yet; refresh it.";

@@ -64,6 +64,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/experiments/{id}/results",
             get(crate::experiments::http::results),
         ))
+        .route(
+            "/v1/predictions/anomalies",
+            post(crate::predictions::http::anomalies),
+        )
         .route("/v1/catalog", get(query::catalog))
         .route("/v1/catalog/{name}", get(query::catalog_entry))
         .route(

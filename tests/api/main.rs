@@ -26,6 +26,7 @@ mod keys;
 mod limits;
 mod migrations;
 mod native;
+mod predictions;
 mod properties;
 mod queries;
 mod reference;

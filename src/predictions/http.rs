@@ -1,0 +1,21 @@
+//! `/v1/predictions/…`: anomalies in a template's series.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::Value;
+
+use super::AnomalyRequest;
+use crate::access::auth::Principal;
+use crate::error::{ApiError, ErrorCode};
+use crate::query::runner::Runner;
+
+/// `POST /v1/predictions/anomalies`: the template's rows, each with its expected value, band,
+/// deviation and whether it is an anomaly.
+pub async fn anomalies(
+    State(runner): State<Runner>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: AnomalyRequest = crate::error::parse_body(&body, ErrorCode::InvalidPrediction)?;
+    Ok(Json(super::anomalies(&runner, &principal, request).await?))
+}
