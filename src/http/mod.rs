@@ -68,6 +68,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/predictions/anomalies",
             post(crate::predictions::http::anomalies),
         )
+        .route(
+            "/v1/predictions/forecast",
+            post(crate::predictions::http::forecast),
+        )
         .route("/v1/catalog", get(query::catalog))
         .route("/v1/catalog/{name}", get(query::catalog_entry))
         .route(

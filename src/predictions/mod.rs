@@ -1,7 +1,10 @@
 //! Predictive analytics over template results. So far: anomalies in a series ([`anomaly`]), on
-//! request (`POST /v1/predictions/anomalies`) and as an alert condition (`op: "anomaly"`).
+//! request (`POST /v1/predictions/anomalies`) and as an alert condition (`op: "anomaly"`), and
+//! forecasts of a series with their backtested accuracy ([`forecast`],
+//! `POST /v1/predictions/forecast`).
 
 pub mod anomaly;
+pub mod forecast;
 pub mod http;
 
 use serde::Deserialize;
@@ -92,20 +95,13 @@ pub async fn anomalies(
     {
         return Err(invalid(e.to_string()));
     }
-    let result = runner
-        .run_json(
-            principal,
-            Call {
-                template: request.template.clone(),
-                version: request.version,
-                params: request.params,
-                format: crate::query::Format::Json,
-                fresh: false,
-                admission: Admission::Request,
-            },
-        )
-        .await?;
-    let values = series(&result, &request.column).map_err(|e| invalid(format!("column: {e}")))?;
+    let (result, values) = run_series(
+        runner,
+        principal,
+        request_call(&request.template, request.version, request.params),
+        &request.column,
+    )
+    .await?;
     let points = anomaly::detect(&values, settings).map_err(|e| invalid(e.to_string()))?;
     let rows: Vec<&Value> = result["data"]
         .as_array()
@@ -130,5 +126,104 @@ pub async fn anomalies(
         "min_deviation": request.min_deviation,
         "anomalies": points.iter().filter(|p| p.anomaly).count(),
         "points": judged,
+    }))
+}
+
+/// The call of a series template on a caller's request.
+fn request_call(template: &str, version: Option<u32>, params: Map<String, Value>) -> Call {
+    Call {
+        template: template.to_string(),
+        version,
+        params,
+        format: crate::query::Format::Json,
+        fresh: false,
+        admission: Admission::Request,
+    }
+}
+
+/// Runs `call` as `principal`: the JSON result and the values of `column`.
+async fn run_series(
+    runner: &Runner,
+    principal: &Principal,
+    call: Call,
+    column: &str,
+) -> Result<(Value, Vec<f64>), ApiError> {
+    let result = runner.run_json(principal, call).await?;
+    let values = series(&result, column)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPrediction, format!("column: {e}")))?;
+    Ok((result, values))
+}
+
+/// `POST /v1/predictions/forecast`: a series template's call and how far to forecast it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastRequest {
+    pub template: String,
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// The numeric column forecast; its rows are the series, in the template's order.
+    pub column: String,
+    /// Points to forecast after the last row.
+    pub horizon: usize,
+    /// Points per seasonal cycle (7: days of a week; 24: hours of a day; 1: none).
+    #[serde(default = "default_season")]
+    pub season: usize,
+}
+
+/// Runs the template as `principal`, forecasts `horizon` points after its last row and backtests
+/// the model against the seasonal naive forecast over the same series.
+pub async fn forecast(
+    runner: &Runner,
+    principal: &Principal,
+    request: ForecastRequest,
+) -> Result<Value, ApiError> {
+    let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidPrediction, message);
+    if !(1..=366).contains(&request.season) {
+        return Err(invalid("season: must be 1 to 366 points per cycle".into()));
+    }
+    if !(1..=366).contains(&request.horizon) {
+        return Err(invalid("horizon: must be 1 to 366 points".into()));
+    }
+    let (result, values) = run_series(
+        runner,
+        principal,
+        request_call(&request.template, request.version, request.params),
+        &request.column,
+    )
+    .await?;
+    let (season, horizon) = (request.season, request.horizon);
+    // The model fits in CPU time proportional to the series: off the async workers.
+    let (steps, tested) = tokio::task::spawn_blocking(move || {
+        Ok::<_, forecast::ForecastError>((
+            forecast::forecast(&values, season, horizon)?,
+            forecast::backtest(&values, season, horizon).ok(),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| invalid(e.to_string()))?;
+    let last = result["data"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .rev()
+                .find(|row| !row[&request.column].is_null())
+        })
+        .cloned();
+    let beats = tested
+        .as_ref()
+        .map(|t| t.model.mase < t.seasonal_naive.mase);
+    Ok(json!({
+        "template": request.template,
+        "column": request.column,
+        "season": season,
+        "horizon": horizon,
+        "method": if season > 1 { "MSTL, trend by AutoETS" } else { "AutoETS" },
+        "after": last,
+        "forecast": steps,
+        "backtest": tested,
+        "beats_seasonal_naive": beats,
     }))
 }

@@ -47,6 +47,29 @@ fn range() -> (String, String) {
     )
 }
 
+/// Each change of `body` answers 400 `invalid_prediction` with a message naming `field`.
+async fn refused<const N: usize>(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    body: &Value,
+    changes: [(Value, &str); N],
+) {
+    for (change, field) in changes {
+        let mut bad = body.clone();
+        for (name, value) in change.as_object().unwrap() {
+            bad[name] = value.clone();
+        }
+        let (status, answer, text) = call(app, Method::POST, path, key, Some(bad)).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_prediction")),
+            "{text}"
+        );
+        assert!(text.contains(field), "{field}: {text}");
+    }
+}
+
 async fn load(app: &TestApp, events: &[Value]) {
     chgate::cli::check::live::load_events_into(&app.clickhouse(), app.settings(), events)
         .await
@@ -82,31 +105,19 @@ async fn a_planted_spike_is_the_only_anomaly_of_the_series_and_bad_requests_name
         "{last}"
     );
 
-    for (change, field) in [
-        (json!({"column": "visits"}), "column: "),
-        (json!({"season": 0}), "season"),
-        (json!({"sensitivity": -1}), "sensitivity"),
-        (json!({"params": {"from": to, "to": to}}), "too short"),
-    ] {
-        let mut bad = body.clone();
-        for (key, value) in change.as_object().unwrap() {
-            bad[key] = value.clone();
-        }
-        let (status, refused, text) = call(
-            &app,
-            Method::POST,
-            "/v1/predictions/anomalies",
-            &analyst,
-            Some(bad),
-        )
-        .await;
-        assert_eq!(
-            (status, refused["error"]["code"].as_str()),
-            (400, Some("invalid_prediction")),
-            "{text}"
-        );
-        assert!(text.contains(field), "{field}: {text}");
-    }
+    refused(
+        &app,
+        &analyst,
+        "/v1/predictions/anomalies",
+        &body,
+        [
+            (json!({"column": "visits"}), "column: "),
+            (json!({"season": 0}), "season"),
+            (json!({"sensitivity": -1}), "sensitivity"),
+            (json!({"params": {"from": to, "to": to}}), "too short"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -146,4 +157,60 @@ async fn an_anomaly_alert_fires_on_an_unusual_last_day_and_stays_ok_on_a_usual_o
     let (status, _, text) = call(&app, Method::POST, "/v1/alerts", &analyst, Some(bad)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("condition.threshold: "), "{text}");
+}
+
+#[tokio::test]
+async fn a_forecast_continues_the_weekly_cycle_with_ordered_intervals_and_a_backtest() {
+    let app = TestApp::spawn().await;
+    let analyst = app.create_key("analyst").await;
+    load(&app, &events(None)).await;
+    let (from, to) = range();
+    let body = json!({"template": "dau", "params": {"from": from, "to": to}, "column": "users", "horizon": 14});
+    let (status, forecast, text) = call(
+        &app,
+        Method::POST,
+        "/v1/predictions/forecast",
+        &analyst,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let steps = forecast["forecast"].as_array().unwrap();
+    assert_eq!(steps.len(), 14);
+    for step in steps {
+        let v = |k: &str| step[k].as_f64().unwrap();
+        assert!(
+            v("lower_95") <= v("lower_80") && v("lower_80") <= v("point"),
+            "{step}"
+        );
+        assert!(
+            v("point") <= v("upper_80") && v("upper_80") <= v("upper_95"),
+            "{step}"
+        );
+    }
+    // Weekdays near 40 users, weekends near 20: the forecast keeps the cycle.
+    let points: Vec<f64> = steps.iter().map(|s| s["point"].as_f64().unwrap()).collect();
+    let (high, low) = (
+        points.iter().cloned().fold(f64::MIN, f64::max),
+        points.iter().cloned().fold(f64::MAX, f64::min),
+    );
+    assert!(
+        high > 35.0 && high < 45.0 && low > 15.0 && low < 25.0,
+        "{points:?}"
+    );
+    assert_eq!(forecast["backtest"]["origins"], 1, "{text}");
+    assert_eq!(forecast["after"]["day"], to);
+
+    refused(
+        &app,
+        &analyst,
+        "/v1/predictions/forecast",
+        &body,
+        [
+            (json!({"horizon": 0}), "horizon"),
+            (json!({"column": "visits"}), "column: "),
+            (json!({"params": {"from": to, "to": to}}), "too short"),
+        ],
+    )
+    .await;
 }
