@@ -140,6 +140,7 @@ fn call(
         "geo" | "paths" => json!({"from": from, "to": end}),
         "large_purchases" => json!({"from": from, "to": end, "min_amount": 1000}),
         "top_items" => json!({"event": "game_view", "from": from, "to": end}),
+        "also_bought" => json!({"item": "game-000", "from": from, "to": end}),
         "user_profile" if longest => json!({"user_id": heavy_user}),
         "user_profile" => return Ok(None),
         // The generated store has no experiment exposures yet: nothing meaningful to time.
