@@ -165,12 +165,13 @@ impl Condition {
         let values = crate::predictions::series(result, &self.column)
             .map_err(|e| format!("condition.column: {e}"))?;
         if self.op == Op::Anomaly {
+            use crate::predictions::anomaly::{detect, AnomalyError};
             let settings = self.anomaly_settings();
-            if values.len() < crate::predictions::anomaly::needed(settings.season).max(3) {
-                return Ok(None);
-            }
-            let points = crate::predictions::anomaly::detect(&values, settings)
-                .map_err(|e| format!("condition: {e}"))?;
+            let points = match detect(&values, settings) {
+                Ok(points) => points,
+                Err(AnomalyError::TooShort { .. }) => return Ok(None),
+                Err(e) => return Err(format!("condition: {e}")),
+            };
             return Ok(points.last().map(|p| {
                 if (p.value - p.expected).abs() >= settings.min_deviation {
                     p.deviation
@@ -570,24 +571,15 @@ pub fn validate(
     }
     let condition = &spec.condition;
     if condition.op == Op::Anomaly {
-        if condition.threshold <= 0.0 {
-            return Err(Invalid::new(
-                "condition.threshold",
-                "is the sensitivity of an anomaly condition: robust standard deviations, above 0 (3.5 is usual)",
-            ));
-        }
-        if condition.season.is_some_and(|s| !(1..=366).contains(&s)) {
-            return Err(Invalid::new(
-                "condition.season",
-                "must be 1 to 366 points per cycle",
-            ));
-        }
-        if condition
-            .min_deviation
-            .is_some_and(|d| !(d.is_finite() && d >= 0.0))
-        {
-            return Err(Invalid::new("condition.min_deviation", "must be 0 or more"));
-        }
+        use crate::predictions::anomaly::AnomalyError;
+        condition.anomaly_settings().check().map_err(|e| {
+            let field = match e {
+                AnomalyError::Sensitivity => "condition.threshold",
+                AnomalyError::MinDeviation => "condition.min_deviation",
+                _ => "condition.season",
+            };
+            Invalid::new(field, e.to_string())
+        })?;
     } else if condition.season.is_some() || condition.min_deviation.is_some() {
         return Err(Invalid::new(
             "condition",

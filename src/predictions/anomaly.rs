@@ -51,34 +51,43 @@ pub enum AnomalyError {
     TooShort { points: usize, needed: usize },
     #[error("season must be 1 to 366 points per cycle")]
     Season,
-    #[error("sensitivity must be a positive number, and min_deviation 0 or more")]
-    Threshold,
+    #[error("sensitivity must be a positive number of robust standard deviations (3.5 is usual)")]
+    Sensitivity,
+    #[error("min_deviation must be 0 or more")]
+    MinDeviation,
     #[error("the series has a value that is not a finite number")]
     NotFinite,
 }
 
 /// The points a series needs for `season`.
-pub fn needed(season: usize) -> usize {
+fn needed(season: usize) -> usize {
     2 * season + 1
+}
+
+impl Settings {
+    /// The bounds of each setting, whatever the series.
+    pub fn check(&self) -> Result<(), AnomalyError> {
+        if !(1..=366).contains(&self.season) {
+            return Err(AnomalyError::Season);
+        }
+        if !(self.sensitivity.is_finite() && self.sensitivity > 0.0) {
+            return Err(AnomalyError::Sensitivity);
+        }
+        if !(self.min_deviation.is_finite() && self.min_deviation >= 0.0) {
+            return Err(AnomalyError::MinDeviation);
+        }
+        Ok(())
+    }
 }
 
 /// Judges every point of `values` (in time order, evenly spaced).
 pub fn detect(values: &[f64], settings: Settings) -> Result<Vec<Point>, AnomalyError> {
+    settings.check()?;
     let Settings {
         season,
         sensitivity,
         min_deviation,
     } = settings;
-    if !(1..=366).contains(&season) {
-        return Err(AnomalyError::Season);
-    }
-    if !(sensitivity.is_finite()
-        && sensitivity > 0.0
-        && min_deviation.is_finite()
-        && min_deviation >= 0.0)
-    {
-        return Err(AnomalyError::Threshold);
-    }
     if values.iter().any(|v| !v.is_finite()) {
         return Err(AnomalyError::NotFinite);
     }

@@ -45,8 +45,10 @@ pub struct Backtest {
 pub enum ForecastError {
     #[error("a series of {points} points is too short to forecast: at least {needed} (two seasons and one more) are needed")]
     TooShort { points: usize, needed: usize },
-    #[error("season must be 1 to 366 points per cycle, and horizon 1 to 366 points")]
-    Settings,
+    #[error("season: must be 1 to 366 points per cycle")]
+    Season,
+    #[error("horizon: must be 1 to 366 points")]
+    Horizon,
     #[error("the series has a value that is not a finite number")]
     NotFinite,
     #[error("the model could not be fitted: {0}")]
@@ -58,10 +60,19 @@ pub fn needed(season: usize) -> usize {
     2 * season + 1
 }
 
-fn check(values: &[f64], season: usize, horizon: usize) -> Result<(), ForecastError> {
-    if !(1..=366).contains(&season) || !(1..=366).contains(&horizon) {
-        return Err(ForecastError::Settings);
+/// The bounds of `season` and `horizon`, whatever the series.
+pub fn check_settings(season: usize, horizon: usize) -> Result<(), ForecastError> {
+    if !(1..=366).contains(&season) {
+        return Err(ForecastError::Season);
     }
+    if !(1..=366).contains(&horizon) {
+        return Err(ForecastError::Horizon);
+    }
+    Ok(())
+}
+
+fn check(values: &[f64], season: usize, horizon: usize) -> Result<(), ForecastError> {
+    check_settings(season, horizon)?;
     if values.iter().any(|v| !v.is_finite()) {
         return Err(ForecastError::NotFinite);
     }
@@ -259,7 +270,7 @@ mod tests {
         );
         assert_eq!(
             forecast(&[1.0; 30], 0, 7).unwrap_err(),
-            ForecastError::Settings
+            ForecastError::Season
         );
         assert_eq!(
             seasonal_naive(&[1.0, 2.0, 3.0, 4.0], 2, 3),

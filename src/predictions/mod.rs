@@ -90,11 +90,7 @@ pub async fn anomalies(
         min_deviation: request.min_deviation,
     };
     // Bad settings are refused before the query runs.
-    if let Err(e @ (anomaly::AnomalyError::Season | anomaly::AnomalyError::Threshold)) =
-        anomaly::detect(&[], settings)
-    {
-        return Err(invalid(e.to_string()));
-    }
+    settings.check().map_err(|e| invalid(e.to_string()))?;
     let (result, values) = run_series(
         runner,
         principal,
@@ -180,12 +176,9 @@ pub async fn forecast(
     request: ForecastRequest,
 ) -> Result<Value, ApiError> {
     let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidPrediction, message);
-    if !(1..=366).contains(&request.season) {
-        return Err(invalid("season: must be 1 to 366 points per cycle".into()));
-    }
-    if !(1..=366).contains(&request.horizon) {
-        return Err(invalid("horizon: must be 1 to 366 points".into()));
-    }
+    // Bad settings are refused before the query runs.
+    forecast::check_settings(request.season, request.horizon)
+        .map_err(|e| invalid(e.to_string()))?;
     let (result, values) = run_series(
         runner,
         principal,
